@@ -1,0 +1,73 @@
+package testenv
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Request is one request the receiver got.
+type Request struct {
+	At     time.Time
+	Header http.Header
+	Body   []byte
+}
+
+// Receiver is an httptest server that records every request and answers with Respond.
+type Receiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []Request
+	// Respond answers the n-th request (1-based); nil answers 200.
+	Respond func(n int, w http.ResponseWriter, r *http.Request)
+}
+
+// NewReceiver starts a receiver, closed at cleanup.
+func NewReceiver(t testing.TB, respond func(n int, w http.ResponseWriter, r *http.Request)) *Receiver {
+	rc := &Receiver{Respond: respond}
+	rc.Server = httptest.NewServer(http.HandlerFunc(rc.serve))
+	t.Cleanup(rc.Server.Close)
+	return rc
+}
+
+func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	rc.mu.Lock()
+	rc.requests = append(rc.requests, Request{At: time.Now(), Header: r.Header.Clone(), Body: body})
+	n := len(rc.requests)
+	respond := rc.Respond
+	rc.mu.Unlock()
+	if respond == nil {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	respond(n, w, r)
+}
+
+// Requests returns a copy of what was received so far.
+func (rc *Receiver) Requests() []Request {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]Request(nil), rc.requests...)
+}
+
+// Count is the number of requests received.
+func (rc *Receiver) Count() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.requests)
+}
+
+// Failing answers status to the first n requests and 200 afterwards.
+func Failing(n, status int) func(int, http.ResponseWriter, *http.Request) {
+	return func(i int, w http.ResponseWriter, _ *http.Request) {
+		if i <= n {
+			w.WriteHeader(status)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+}

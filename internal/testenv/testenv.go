@@ -1,0 +1,151 @@
+// Package testenv gives tests the real things they talk to: an in-process NATS server with
+// JetStream (its own port and store, so a test can stop, restart or cluster it), the machine's
+// Redis under a key prefix of the test's own, and a recording HTTP receiver that plays the
+// customer.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+)
+
+// NATS is an in-process nats-server with JetStream.
+type NATS struct {
+	t      testing.TB
+	opts   *server.Options
+	Server *server.Server
+}
+
+// StartNATS starts a server on a random loopback port with file storage in a temp dir.
+func StartNATS(t testing.TB) *NATS {
+	t.Helper()
+	opts := &server.Options{
+		Host:      "127.0.0.1",
+		Port:      server.RANDOM_PORT,
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+	}
+	n := &NATS{t: t, opts: opts}
+	n.start()
+	t.Cleanup(n.Stop)
+	return n
+}
+
+func (n *NATS) start() {
+	n.t.Helper()
+	s, err := server.NewServer(n.opts)
+	if err != nil {
+		n.t.Fatalf("nats server: %v", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		n.t.Fatal("nats server did not start")
+	}
+	// Keep the port across restarts, so clients reconnect to the same URL.
+	if n.opts.Port == server.RANDOM_PORT {
+		n.opts.Port = s.Addr().(*net.TCPAddr).Port
+	}
+	n.Server = s
+}
+
+// URL is the client URL.
+func (n *NATS) URL() string { return n.Server.ClientURL() }
+
+// Stop shuts the server down (idempotent).
+func (n *NATS) Stop() {
+	if n.Server != nil && n.Server.Running() {
+		n.Server.Shutdown()
+		n.Server.WaitForShutdown()
+	}
+}
+
+// Restart stops the server and starts it again on the same port with the same store.
+func (n *NATS) Restart() {
+	n.t.Helper()
+	n.Stop()
+	n.start()
+}
+
+// Connect returns a client connection (closed at cleanup) and its JetStream context.
+func (n *NATS) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(n.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// RedisURL is the Redis the tests use: $TEST_REDIS_URL, else the machine's 127.0.0.1:6379.
+func RedisURL() string {
+	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+// Redis connects to the test Redis and returns a key prefix unique to this test; the test's keys
+// are deleted when it ends.
+func Redis(t testing.TB) (redis.UniversalClient, string) {
+	t.Helper()
+	opt, err := redis.ParseURL(RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatalf("redis at %s is not reachable (start it, or set TEST_REDIS_URL): %v", RedisURL(), err)
+	}
+	prefix := "test:" + strings.ToLower(rand.Text()[:10]) + ":"
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+		rdb.Close()
+	})
+	return rdb, prefix
+}
+
+// Eventually waits for cond to hold, checking every 10ms, and fails the test after timeout.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %s", timeout, fmt.Sprintf(format, args...))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }

@@ -1,0 +1,83 @@
+// Package publish is the small client that upstream services (and the gateway, for resends) use
+// to put callbacks on the stream.
+package publish
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"refonte.ai/callbacks/pkg/event"
+	"refonte.ai/callbacks/pkg/stream"
+)
+
+// Publisher publishes task completions and resends.
+type Publisher struct {
+	js jetstream.JetStream
+}
+
+// New ensures the stream exists with cfg and returns a Publisher.
+func New(ctx context.Context, js jetstream.JetStream, cfg stream.Config) (*Publisher, error) {
+	if _, err := stream.Ensure(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	return &Publisher{js: js}, nil
+}
+
+// Completion is one finished task.
+type Completion struct {
+	CustomerID string          `json:"customer_id"`
+	Task       json.RawMessage `json:"task"`
+	// MsgID becomes Nats-Msg-Id and the callback's webhook-id. Empty: derived from the event's
+	// content, so that publishing the same completion twice (a retry after a timeout) is
+	// dropped by the stream's duplicate window instead of sending a second callback.
+	MsgID string `json:"-"`
+}
+
+// Publish validates the completion as a worker would and publishes it. It returns the stream's
+// acknowledgement: once it returns nil, the completion is stored.
+func (p *Publisher) Publish(ctx context.Context, c Completion) (*jetstream.PubAck, error) {
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	ev, err := event.Decode(raw)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	if ev.CustomerID != c.CustomerID {
+		return nil, errors.New("publish: customer id changed in encoding")
+	}
+	id := c.MsgID
+	if id == "" {
+		sum := sha256.Sum256(raw)
+		id = "evt_" + hex.EncodeToString(sum[:16])
+	}
+	msg := nats.NewMsg(stream.CompletedSubject(c.CustomerID))
+	msg.Data = raw
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	return p.js.PublishMsg(ctx, msg)
+}
+
+// Resend puts an already-delivered (or failed, or retrying) callback back on the stream for a
+// worker to deliver again, with the original webhook id. It gets a fresh Nats-Msg-Id, so that
+// repeated resends are not swallowed by the duplicate window. The returned sequence identifies
+// the new delivery.
+func (p *Publisher) Resend(ctx context.Context, ev event.Event, webhookID string) (uint64, error) {
+	msg := nats.NewMsg(stream.ResendSubject(ev.CustomerID))
+	msg.Data = ev.Marshal()
+	msg.Header.Set(stream.HeaderWebhookID, webhookID)
+	msg.Header.Set(jetstream.MsgIDHeader, "resend_"+rand.Text())
+	ack, err := p.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return 0, fmt.Errorf("resend: %w", err)
+	}
+	return ack.Sequence, nil
+}

@@ -1,0 +1,125 @@
+-- One script for every change to a task's delivery status, so each change is atomic and the
+-- ordering rules live in one place.
+--
+-- KEYS[1] task hash, KEYS[2] attempt log (list), KEYS[3] the customer's time index (sorted set)
+-- ARGV[1]  op: "begin" | "finish" | "queue"
+-- ARGV[2]  chain: stream sequence of the message that carries this delivery
+-- ARGV[3]  now, unix ms
+-- ARGV[4]  retention, seconds
+-- ARGV[5]  webhook id
+-- ARGV[6]  task JSON (stored on a new chain)
+-- ARGV[7]  customer id
+-- ARGV[8]  task id
+-- begin:  ARGV[9] target, ARGV[10] max attempts
+-- finish: ARGV[9] target, ARGV[10] attempt, ARGV[11] outcome, ARGV[12] log entry, ARGV[13] next attempt ms
+--
+-- A delivery is identified by its chain. A newer chain (a resend, or a new completion event for
+-- the same task) supersedes an older one: the older one's results are logged but never change
+-- the state or the flag again. Within a chain, "succeeded" is final and "failed" yields only to a
+-- success.
+local task, log, index = KEYS[1], KEYS[2], KEYS[3]
+local op = ARGV[1]
+local chain = tonumber(ARGV[2])
+local now = ARGV[3]
+local retention = tonumber(ARGV[4])
+local maxlog = 200
+
+local function expire()
+  redis.call('EXPIRE', task, retention)
+  redis.call('EXPIRE', log, retention)
+end
+
+local function touch_index()
+  redis.call('ZADD', index, now, ARGV[8])
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', tonumber(now) - retention * 1000)
+  redis.call('EXPIRE', index, retention)
+end
+
+local function push_log(entry)
+  redis.call('RPUSH', log, entry)
+  redis.call('LTRIM', log, -maxlog, -1)
+end
+
+local cur = tonumber(redis.call('HGET', task, 'chain') or '0')
+if chain > cur then
+  local delivery = tonumber(redis.call('HGET', task, 'delivery') or '0') + 1
+  if redis.call('HGET', task, 'webhook_id') ~= ARGV[5] then
+    -- a different completion event: the previous outcome says nothing about this one
+    redis.call('HDEL', task, 'succeeded')
+  end
+  redis.call('HSET', task, 'chain', chain, 'delivery', delivery, 'attempts', 0, 'state', 'pending',
+    'webhook_id', ARGV[5], 'task', ARGV[6], 'customer_id', ARGV[7], 'task_id', ARGV[8],
+    'queued_at', now, 'updated_at', now)
+  redis.call('HDEL', task, 'inflight', 'next_attempt_at')
+  cur = chain
+end
+
+if op == 'queue' then
+  expire()
+  return {0, 0, tonumber(redis.call('HGET', task, 'delivery'))}
+end
+
+local delivery = tonumber(redis.call('HGET', task, 'delivery'))
+local state = redis.call('HGET', task, 'state')
+
+if op == 'begin' then
+  if chain < cur then return {1, 0, delivery} end
+  if state == 'succeeded' or state == 'failed' or state == 'no_callback' then return {2, 0, delivery} end
+  -- A retry that comes back early (its NakWithDelay was lost and AckWait ran out) waits for its
+  -- turn: the schedule lives here, not in the broker.
+  local due = tonumber(redis.call('HGET', task, 'next_attempt_at') or '0')
+  if state == 'retrying' and due - tonumber(now) > 1000 then
+    return {4, due - tonumber(now), delivery}
+  end
+  local attempts = tonumber(redis.call('HGET', task, 'attempts') or '0')
+  local inflight = tonumber(redis.call('HGET', task, 'inflight') or '0')
+  if inflight > 0 then
+    push_log(cjson.encode({attempt = inflight, delivery = delivery, at_ms = tonumber(now),
+      error = 'interrupted: the worker stopped before this attempt\'s outcome was recorded'}))
+    redis.call('HDEL', task, 'inflight')
+  end
+  if attempts >= tonumber(ARGV[10]) then
+    redis.call('HSET', task, 'state', 'failed', 'succeeded', '0', 'updated_at', now)
+    redis.call('HDEL', task, 'next_attempt_at')
+    touch_index()
+    expire()
+    return {3, attempts, delivery}
+  end
+  attempts = attempts + 1
+  redis.call('HSET', task, 'attempts', attempts, 'inflight', attempts, 'target', ARGV[9], 'updated_at', now)
+  if state == 'pending' and attempts > 1 then redis.call('HSET', task, 'state', 'retrying') end
+  expire()
+  return {0, attempts, delivery}
+end
+
+-- finish
+local attempt = tonumber(ARGV[10])
+local outcome = ARGV[11]
+if ARGV[12] ~= '' then push_log(ARGV[12]) end
+if chain < cur then expire() return {1, 0, delivery} end
+if tonumber(redis.call('HGET', task, 'inflight') or '0') == attempt then
+  redis.call('HDEL', task, 'inflight')
+end
+redis.call('HSET', task, 'target', ARGV[9], 'updated_at', now)
+local attempts = tonumber(redis.call('HGET', task, 'attempts') or '0')
+if state == 'succeeded' or (state == 'failed' and outcome ~= 'succeeded') then
+  expire()
+  return {2, attempts, delivery}
+end
+if outcome == 'succeeded' then
+  redis.call('HSET', task, 'state', 'succeeded', 'succeeded', '1', 'last_attempt_at', now)
+  redis.call('HDEL', task, 'next_attempt_at')
+elseif outcome == 'retry' then
+  if attempt >= attempts then
+    redis.call('HSET', task, 'state', 'retrying', 'next_attempt_at', ARGV[13], 'last_attempt_at', now)
+  end
+elseif outcome == 'failed' then
+  redis.call('HSET', task, 'state', 'failed', 'succeeded', '0', 'last_attempt_at', now)
+  redis.call('HDEL', task, 'next_attempt_at')
+elseif outcome == 'no_callback' then
+  redis.call('HSET', task, 'state', 'no_callback', 'attempts', 0, 'last_attempt_at', now)
+  redis.call('HDEL', task, 'succeeded', 'next_attempt_at', 'target')
+end
+touch_index()
+expire()
+return {0, attempts, delivery}

@@ -1,0 +1,276 @@
+// Package status records the delivery state of each task's callback in Redis (CONTRACT §3):
+// callback_succeeded, the state, the attempt count, the next attempt time, a per-attempt log and
+// the original task, so the gateway can show it and resend it. All writes go through one Lua
+// script (record.lua), which makes each change atomic and refuses stale or out-of-order ones.
+package status
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// State is where a task's callback stands.
+type State string
+
+const (
+	Pending    State = "pending"
+	Retrying   State = "retrying"
+	Succeeded  State = "succeeded"
+	Failed     State = "failed"
+	NoCallback State = "no_callback"
+)
+
+// ErrNotFound: no status is recorded for that task (never seen, expired, or another customer's).
+var ErrNotFound = errors.New("task not found")
+
+// DefaultRetention is how long a task's status and attempt log are kept.
+const DefaultRetention = 30 * 24 * time.Hour
+
+//go:embed record.lua
+var recordSource string
+
+var recordScript = redis.NewScript(recordSource)
+
+// Store reads and writes task status.
+type Store struct {
+	rdb       redis.UniversalClient
+	prefix    string
+	retention time.Duration
+}
+
+// NewStore returns a Store with keys under prefix, kept for retention.
+func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration) *Store {
+	if retention <= 0 {
+		retention = DefaultRetention
+	}
+	return &Store{rdb: rdb, prefix: prefix, retention: retention}
+}
+
+// Load makes sure Redis has the script cached, so the first delivery does not pay for it.
+func (s *Store) Load(ctx context.Context) error {
+	return recordScript.Load(ctx, s.rdb).Err()
+}
+
+func (s *Store) keys(customerID, taskID string) []string {
+	tag := s.prefix + "{" + customerID + "}:"
+	return []string{tag + "task:" + taskID, tag + "attempts:" + taskID, tag + "index"}
+}
+
+// Delivery identifies one delivery of a task's callback: the original, or a resend.
+type Delivery struct {
+	CustomerID string
+	TaskID     string
+	WebhookID  string
+	Task       json.RawMessage
+	// Chain is the stream sequence of the message that carries this delivery; a higher chain
+	// supersedes a lower one.
+	Chain uint64
+}
+
+// Verdict is what Begin decided.
+type Verdict int
+
+const (
+	// Attempt: go ahead with attempt number Begun.Attempt.
+	Attempt Verdict = iota
+	// Superseded: a newer delivery of the task exists; this message has nothing left to do.
+	Superseded
+	// Finished: this delivery already reached a final state (a redelivered message).
+	Finished
+	// Exhausted: every attempt was already begun; the delivery has been recorded as failed.
+	Exhausted
+	// NotDue: the next attempt is not due yet; Begun.Wait says how long until it is.
+	NotDue
+)
+
+// Begun is Begin's answer.
+type Begun struct {
+	Verdict  Verdict
+	Attempt  int // 1-based attempt number within the delivery
+	Delivery int // 1 for the original delivery, 2 for the first resend, …
+	Wait     time.Duration
+}
+
+func (s *Store) run(ctx context.Context, op string, d Delivery, now time.Time, extra ...any) ([]int64, error) {
+	args := make([]any, 0, 8+len(extra))
+	args = append(args, op, d.Chain, now.UnixMilli(), int64(s.retention/time.Second),
+		d.WebhookID, []byte(d.Task), d.CustomerID, d.TaskID)
+	args = append(args, extra...)
+	res, err := recordScript.Run(ctx, s.rdb, s.keys(d.CustomerID, d.TaskID), args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("status %s: %w", op, err)
+	}
+	if len(res) != 3 {
+		return nil, fmt.Errorf("status %s: unexpected reply %v", op, res)
+	}
+	return res, nil
+}
+
+// Begin claims the next attempt of a delivery. An attempt that was begun but never finished (its
+// worker died) is logged as interrupted and counts: no delivery gets more than maxAttempts.
+func (s *Store) Begin(ctx context.Context, d Delivery, target string, maxAttempts int, now time.Time) (Begun, error) {
+	res, err := s.run(ctx, "begin", d, now, target, maxAttempts)
+	if err != nil {
+		return Begun{}, err
+	}
+	b := Begun{Verdict: Verdict(res[0]), Delivery: int(res[2])}
+	if b.Verdict == NotDue {
+		b.Wait = time.Duration(res[1]) * time.Millisecond
+	} else {
+		b.Attempt = int(res[1])
+	}
+	return b, nil
+}
+
+// Outcome is how an attempt, or a delivery that needs none, ended.
+type Outcome string
+
+const (
+	OutcomeSucceeded  Outcome = "succeeded"
+	OutcomeRetry      Outcome = "retry"
+	OutcomeFailed     Outcome = "failed"
+	OutcomeNoCallback Outcome = "no_callback"
+)
+
+// AttemptLog is one entry of a task's attempt log.
+type AttemptLog struct {
+	Attempt         int       `json:"attempt"`
+	Delivery        int       `json:"delivery"`
+	At              time.Time `json:"at"`
+	StatusCode      int       `json:"status_code,omitempty"`
+	Error           string    `json:"error,omitempty"`
+	DurationMS      int64     `json:"duration_ms"`
+	ResponseExcerpt string    `json:"response_excerpt,omitempty"`
+}
+
+// storedLog is AttemptLog as kept in Redis: the time as unix ms so the Lua script can write
+// entries of its own without formatting dates.
+type storedLog struct {
+	Attempt         int    `json:"attempt"`
+	Delivery        int    `json:"delivery"`
+	AtMS            int64  `json:"at_ms"`
+	StatusCode      int    `json:"status_code,omitempty"`
+	Error           string `json:"error,omitempty"`
+	DurationMS      int64  `json:"duration_ms"`
+	ResponseExcerpt string `json:"response_excerpt,omitempty"`
+}
+
+// Finish records the outcome of an attempt (entry is its log line; nil for no_callback) and, for
+// a retry, when the next attempt is due. It reports whether the outcome changed the state: false
+// when the delivery was superseded or had already finished.
+func (s *Store) Finish(ctx context.Context, d Delivery, target string, outcome Outcome, entry *AttemptLog, next time.Time, now time.Time) (bool, error) {
+	var logLine []byte
+	attempt := 0
+	if entry != nil {
+		attempt = entry.Attempt
+		var err error
+		logLine, err = json.Marshal(storedLog{
+			Attempt: entry.Attempt, Delivery: entry.Delivery, AtMS: entry.At.UnixMilli(),
+			StatusCode: entry.StatusCode, Error: entry.Error, DurationMS: entry.DurationMS,
+			ResponseExcerpt: entry.ResponseExcerpt,
+		})
+		if err != nil {
+			return false, err
+		}
+	}
+	var nextMS int64
+	if !next.IsZero() {
+		nextMS = next.UnixMilli()
+	}
+	res, err := s.run(ctx, "finish", d, now, target, attempt, string(outcome), logLine, nextMS)
+	if err != nil {
+		return false, err
+	}
+	return res[0] == 0, nil
+}
+
+// Queue records that a new delivery (a resend) with a higher chain has been put on the stream.
+// It returns the delivery's number. Queue and a worker's Begin may run in either order.
+func (s *Store) Queue(ctx context.Context, d Delivery, now time.Time) (int, error) {
+	res, err := s.run(ctx, "queue", d, now)
+	if err != nil {
+		return 0, err
+	}
+	return int(res[2]), nil
+}
+
+// Record is a task's status as the gateway shows it.
+type Record struct {
+	CustomerID    string          `json:"customer_id"`
+	TaskID        string          `json:"task_id"`
+	WebhookID     string          `json:"webhook_id"`
+	Task          json.RawMessage `json:"task"`
+	Target        string          `json:"target"`
+	State         State           `json:"state"`
+	Succeeded     *bool           `json:"callback_succeeded"`
+	Attempts      int             `json:"attempt_count"`
+	Delivery      int             `json:"delivery"`
+	NextAttemptAt *time.Time      `json:"next_attempt_at"`
+	LastAttemptAt *time.Time      `json:"last_attempt_at"`
+	Chain         uint64          `json:"-"`
+	Log           []AttemptLog    `json:"attempts"`
+}
+
+// Get reads one task's status and attempt log.
+func (s *Store) Get(ctx context.Context, customerID, taskID string) (Record, error) {
+	keys := s.keys(customerID, taskID)
+	pipe := s.rdb.Pipeline()
+	h := pipe.HGetAll(ctx, keys[0])
+	l := pipe.LRange(ctx, keys[1], 0, -1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Record{}, fmt.Errorf("status get: %w", err)
+	}
+	m := h.Val()
+	if len(m) == 0 {
+		return Record{}, ErrNotFound
+	}
+	r := Record{
+		CustomerID: m["customer_id"],
+		TaskID:     m["task_id"],
+		WebhookID:  m["webhook_id"],
+		Task:       json.RawMessage(m["task"]),
+		Target:     m["target"],
+		State:      State(m["state"]),
+	}
+	r.Attempts, _ = strconv.Atoi(m["attempts"])
+	r.Delivery, _ = strconv.Atoi(m["delivery"])
+	r.Chain, _ = strconv.ParseUint(m["chain"], 10, 64)
+	switch m["succeeded"] {
+	case "1":
+		r.Succeeded = ptr(true)
+	case "0":
+		r.Succeeded = ptr(false)
+	}
+	r.NextAttemptAt = msTime(m["next_attempt_at"])
+	r.LastAttemptAt = msTime(m["last_attempt_at"])
+	for _, raw := range l.Val() {
+		var e storedLog
+		if json.Unmarshal([]byte(raw), &e) != nil {
+			continue
+		}
+		r.Log = append(r.Log, AttemptLog{
+			Attempt: e.Attempt, Delivery: e.Delivery, At: time.UnixMilli(e.AtMS).UTC(),
+			StatusCode: e.StatusCode, Error: e.Error, DurationMS: e.DurationMS,
+			ResponseExcerpt: e.ResponseExcerpt,
+		})
+	}
+	return r, nil
+}
+
+func msTime(s string) *time.Time {
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || ms == 0 {
+		return nil
+	}
+	t := time.UnixMilli(ms).UTC()
+	return &t
+}
+
+func ptr[T any](v T) *T { return &v }

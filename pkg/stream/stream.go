@@ -1,0 +1,140 @@
+// Package stream owns the JetStream layout that every service shares: the stream that holds task
+// completions and resends, the durable consumer the workers pull from, and the subjects.
+package stream
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	// CompletedPrefix starts the subject of every task completion: tasks.completed.<customer_id>.
+	CompletedPrefix = "tasks.completed."
+	// ResendPrefix starts the subject of every resend: callbacks.resend.<customer_id>. Resends
+	// live on their own subject so that other subscribers of tasks.completed.> never mistake one
+	// for a new completion.
+	ResendPrefix = "callbacks.resend."
+	// ProfileChanged is a core NATS subject (not in the stream) on which the gateway announces
+	// that a customer's profile changed; the payload is the customer id. Workers drop their
+	// cached copy.
+	ProfileChanged = "callbacks.profile.changed"
+
+	// HeaderWebhookID carries, on a resend, the webhook-id of the original completion.
+	HeaderWebhookID = "Refonte-Webhook-Id"
+)
+
+// CompletedSubject is the subject a customer's task completions are published on.
+func CompletedSubject(customerID string) string { return CompletedPrefix + customerID }
+
+// ResendSubject is the subject a customer's resends are published on.
+func ResendSubject(customerID string) string { return ResendPrefix + customerID }
+
+// ParseSubject returns the customer id a subject names and whether it is a resend.
+func ParseSubject(subject string) (customerID string, resend bool, ok bool) {
+	if c, found := strings.CutPrefix(subject, CompletedPrefix); found {
+		return c, false, !strings.Contains(c, ".")
+	}
+	if c, found := strings.CutPrefix(subject, ResendPrefix); found {
+		return c, true, !strings.Contains(c, ".")
+	}
+	return "", false, false
+}
+
+// Config describes the stream.
+type Config struct {
+	Name     string
+	Replicas int
+	// MaxAge must comfortably exceed the retry schedule (21h33m40s plus jitter plus time spent
+	// waiting for a worker): a message that ages out while parked for a retry is a lost callback.
+	MaxAge time.Duration
+	// Duplicates is the window in which a re-published Nats-Msg-Id is dropped.
+	Duplicates time.Duration
+	// MaxBytes caps the stream's storage; -1 for none. When it is reached, new publishes are
+	// refused (DiscardNew) rather than old, possibly pending, callbacks dropped.
+	MaxBytes int64
+}
+
+// DefaultConfig is the production layout: three days of retention for a 21.5-hour schedule.
+func DefaultConfig() Config {
+	return Config{Name: "CALLBACKS", Replicas: 1, MaxAge: 72 * time.Hour, Duplicates: 5 * time.Minute, MaxBytes: -1}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	switch {
+	case c.Name == "" || strings.ContainsAny(c.Name, ".*> \t"):
+		return fmt.Errorf("stream name %q is not valid", c.Name)
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("stream replicas %d: want 1 to 5", c.Replicas)
+	case c.MaxAge < 25*time.Hour:
+		return fmt.Errorf("stream max age %s: want at least 25h, or parked retries would be dropped", c.MaxAge)
+	case c.Duplicates <= 0 || c.Duplicates > c.MaxAge:
+		return fmt.Errorf("duplicate window %s: want a positive duration under the max age", c.Duplicates)
+	}
+	return nil
+}
+
+// Ensure creates the stream, or updates it to cfg, idempotently: every publisher and worker calls
+// it at start.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Name,
+		Description: "Refonte task completions and callback resends",
+		Subjects:    []string{CompletedPrefix + ">", ResendPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      cfg.MaxAge,
+		MaxBytes:    cfg.MaxBytes,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  cfg.Duplicates,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+	}
+	return st, nil
+}
+
+// ConsumerConfig describes the workers' shared durable consumer.
+type ConsumerConfig struct {
+	Durable string
+	// AckWait must outlast one attempt (the callback timeout) plus recording it.
+	AckWait time.Duration
+	// MaxAckPending must exceed the number of callbacks parked for a retry at any time: a message
+	// waiting out a NakWithDelay still counts against it (nats-server #6093), and at the limit
+	// the server stops handing out fresh messages. Workers bound their own concurrency instead.
+	MaxAckPending int
+	Replicas      int
+}
+
+// DefaultMaxAckPending leaves room for a million parked retries (about 1.2 GB of server memory).
+const DefaultMaxAckPending = 1_000_000
+
+// EnsureConsumer creates or updates the durable pull consumer.
+func EnsureConsumer(ctx context.Context, st jetstream.Stream, cc ConsumerConfig) (jetstream.Consumer, error) {
+	if cc.Durable == "" || cc.AckWait <= 0 || cc.MaxAckPending <= 0 {
+		return nil, fmt.Errorf("consumer config %+v is incomplete", cc)
+	}
+	c, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       cc.Durable,
+		Description:   "Refonte callback delivery workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cc.AckWait,
+		MaxDeliver:    -1, // attempts are counted in Redis, where a crash cannot lose them
+		MaxAckPending: cc.MaxAckPending,
+		MaxWaiting:    512,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Replicas:      cc.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure consumer %s: %w", cc.Durable, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,179 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/env"
+	"refonte.ai/callbacks/pkg/invalid"
+	"refonte.ai/callbacks/pkg/publish"
+	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/target"
+	"refonte.ai/callbacks/pkg/webhook"
+	"refonte.ai/callbacks/services/worker/internal/worker"
+)
+
+// fastSchedule runs all 21 attempts in about a second.
+const fastSchedule = "20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms,20ms"
+
+type harness struct {
+	t         *testing.T
+	nats      *testenv.NATS
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	rdb       redis.UniversalClient
+	cfg       worker.Config
+	customers *customer.Store
+	statuses  *status.Store
+	invalid   *invalid.Store
+	pub       *publish.Publisher
+	log       *zap.Logger
+}
+
+func newHarness(t *testing.T, vars map[string]string) *harness {
+	t.Helper()
+	h := &harness{t: t, nats: testenv.StartNATS(t)}
+	h.nc, h.js = h.nats.Connect(t)
+	var prefix string
+	h.rdb, prefix = testenv.Redis(t)
+	all := map[string]string{
+		"NATS_URL":                h.nats.URL(),
+		"REDIS_PREFIX":            prefix,
+		"CALLBACK_ALLOW_PRIVATE":  "true",
+		"CALLBACK_RETRY_SCHEDULE": fastSchedule,
+		"CALLBACK_TIMEOUT":        "2s",
+	}
+	for k, v := range vars {
+		all[k] = v
+	}
+	cfg, err := worker.LoadConfig(env.FromMap(all))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.cfg = cfg
+	h.log = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	h.customers = customer.NewStore(h.rdb, prefix)
+	h.statuses = status.NewStore(h.rdb, prefix, cfg.Retention)
+	h.invalid = invalid.NewStore(h.rdb, prefix, 0)
+	h.pub, err = publish.New(context.Background(), h.js, cfg.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// startWorker runs one worker until the test ends; the returned function stops it early.
+func (h *harness) startWorker() (stop func()) {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	consumer, err := worker.SetupConsumer(ctx, h.js, h.cfg, h.log)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	w, err := worker.New(h.cfg, worker.Deps{
+		Consumer: consumer,
+		Profiles: customer.NewCache(h.customers, time.Second),
+		Status:   h.statuses,
+		Invalid:  h.invalid,
+		Transports: map[target.Kind]worker.Transport{
+			target.HTTP: webhook.New(webhook.Config{Timeout: h.cfg.Timeout, AllowPrivate: h.cfg.AllowPrivate,
+				AllowedCIDRs: h.cfg.AllowedCIDRs, Ports: h.cfg.Ports, UserAgent: "Refonte-Callbacks/test"}),
+		},
+		Log: h.log,
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := w.Run(ctx); err != nil {
+			h.t.Errorf("worker: %v", err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	h.t.Cleanup(stop)
+	return stop
+}
+
+func (h *harness) newCustomer(id, defaultURL string) customer.Profile {
+	h.t.Helper()
+	p, _, err := h.customers.Create(context.Background(), id, defaultURL)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return p
+}
+
+// task is a minimal valid task object.
+func task(id, callbackURL string) map[string]any {
+	t := map[string]any{
+		"task_id":  id,
+		"type":     "categorization",
+		"status":   "completed",
+		"response": map[string]any{"category": "red"},
+		"metadata": map[string]any{},
+	}
+	if callbackURL != "" {
+		t["callback_url"] = callbackURL
+	}
+	return t
+}
+
+func (h *harness) publish(customerID string, task map[string]any) {
+	h.t.Helper()
+	raw, err := json.Marshal(task)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.pub.Publish(context.Background(), publish.Completion{CustomerID: customerID, Task: raw,
+		MsgID: fmt.Sprintf("evt_%s_%s", customerID, task["task_id"])}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) record(customerID, taskID string) (status.Record, bool) {
+	r, err := h.statuses.Get(context.Background(), customerID, taskID)
+	if err != nil {
+		return status.Record{}, false
+	}
+	return r, true
+}
+
+// waitFinal waits until the task's delivery reached a final state and returns its record.
+func (h *harness) waitFinal(customerID, taskID string, timeout time.Duration) status.Record {
+	h.t.Helper()
+	var rec status.Record
+	testenv.Eventually(h.t, timeout, func() bool {
+		r, ok := h.record(customerID, taskID)
+		rec = r
+		return ok && (r.State == status.Succeeded || r.State == status.Failed || r.State == status.NoCallback)
+	}, "task %s reaches a final state (last seen: %q)", taskID, rec.State)
+	return rec
+}
+
+func (h *harness) consumerInfo() *jetstream.ConsumerInfo {
+	h.t.Helper()
+	c, err := h.js.Consumer(context.Background(), h.cfg.Stream.Name, h.cfg.Consumer)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := c.Info(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return info
+}

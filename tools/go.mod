@@ -1,0 +1,3 @@
+module refonte.ai/callbacks/tools
+
+go 1.26.0
