@@ -71,7 +71,7 @@ func NewStore(rdb redis.UniversalClient, prefix string) *Store {
 	return &Store{rdb: rdb, prefix: prefix, now: time.Now}
 }
 
-func (s *Store) profileKey(id string) string { return s.prefix + "{" + id + "}:profile" }
+func (s *Store) profileKey(id string) string  { return s.prefix + "{" + id + "}:profile" }
 func (s *Store) apiKeyKey(hash string) string { return s.prefix + "apikey:" + hash }
 
 // Credentials are the secrets handed out once, when a customer is created or a key rotated.

@@ -30,7 +30,9 @@ func FromMap(m map[string]string) *Reader {
 func (r *Reader) Err() error { return errors.Join(r.errs...) }
 
 // Fail records a problem found while checking values.
-func (r *Reader) Fail(format string, args ...any) { r.errs = append(r.errs, fmt.Errorf(format, args...)) }
+func (r *Reader) Fail(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Errorf(format, args...))
+}
 
 func (r *Reader) get(name string) (string, bool) {
 	v, ok := r.lookup(name)

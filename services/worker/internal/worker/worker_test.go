@@ -266,7 +266,10 @@ func TestInvalid_events_are_ended_with_a_reason_and_others_flow(t *testing.T) {
 	mismatch, _ := json.Marshal(map[string]any{"customer_id": "c2", "task": task("x", rc.URL)})
 	unknown, _ := json.Marshal(map[string]any{"customer_id": "nobody", "task": task("y", rc.URL)})
 	badStatus, _ := json.Marshal(map[string]any{"customer_id": "c1", "task": map[string]any{"task_id": "z", "status": "done"}})
-	cases := []struct{ subject, reason string; data []byte }{
+	cases := []struct {
+		subject, reason string
+		data            []byte
+	}{
 		{"tasks.completed.c1", string(event.ReasonMalformed), []byte(`{"customer_id": "c1", "task": {`)},
 		{"tasks.completed.c1", string(event.ReasonSchema), badStatus},
 		{"tasks.completed.nobody", string(event.ReasonUnknownCustomer), unknown},
