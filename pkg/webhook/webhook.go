@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -64,8 +65,8 @@ func New(cfg Config) *Sender {
 		cfg.MaxConnsPerHost = 64
 	}
 	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	if !cfg.AllowPrivate || len(cfg.Ports) > 0 {
-		dialer.Control = guardian(cfg).Safe
+	if policy := AddressPolicy(cfg); policy != nil {
+		dialer.Control = func(network, address string, _ syscall.RawConn) error { return policy(network, address) }
 	}
 	tr := &http.Transport{
 		Proxy:                  nil, // a proxy would dial for us, past the address filter
@@ -88,6 +89,17 @@ func New(cfg Config) *Sender {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}
+}
+
+// AddressPolicy is the check every connection passes at dial time, after DNS resolution, so a
+// name that resolves (or rebinds) to an internal address is refused like the address itself. It
+// is nil when nothing is filtered (AllowPrivate without a port list).
+func AddressPolicy(cfg Config) func(network, address string) error {
+	if cfg.AllowPrivate && len(cfg.Ports) == 0 {
+		return nil
+	}
+	g := guardian(cfg)
+	return func(network, address string) error { return g.Safe(network, address, nil) }
 }
 
 func guardian(cfg Config) *ssrf.Guardian {

@@ -1,0 +1,114 @@
+package event_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"refonte.ai/callbacks/pkg/event"
+	"refonte.ai/callbacks/schemas"
+)
+
+func TestDecode_contract_example(t *testing.T) {
+	raw, err := schemas.Files.ReadFile("examples/task-completed.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := event.Decode(raw)
+	if err != nil {
+		t.Fatalf("the contract's example is refused: %v", err)
+	}
+	if ev.CustomerID != "cust_123" || ev.TaskID != "576c41bf13e36b0600b02b34" || ev.Status != "completed" ||
+		ev.CallbackURL != "http://www.example.com/callback" || string(ev.Response) != `{"category":"red"}` {
+		t.Errorf("decoded %+v", ev)
+	}
+	// The callback body is the contract's example callback, field for field.
+	wantRaw, _ := schemas.Files.ReadFile("examples/callback.json")
+	var got, want any
+	if err := json.Unmarshal(ev.CallbackBody(), &got); err != nil {
+		t.Fatal(err)
+	}
+	_ = json.Unmarshal(wantRaw, &want)
+	gb, _ := json.Marshal(got)
+	wb, _ := json.Marshal(want)
+	if !bytes.Equal(gb, wb) {
+		t.Errorf("callback body\n got %s\nwant %s", gb, wb)
+	}
+	if err := schemas.ValidateCallback(ev.CallbackBody()); err != nil {
+		t.Errorf("callback body fails its schema: %v", err)
+	}
+	if err := schemas.ValidateCallback(wantRaw); err != nil {
+		t.Errorf("contract's callback example fails the schema: %v", err)
+	}
+	// Round trip through the stream encoding.
+	again, err := event.Decode(ev.Marshal())
+	if err != nil || !bytes.Equal(again.CallbackBody(), ev.CallbackBody()) {
+		t.Errorf("Marshal/Decode round trip: %v", err)
+	}
+}
+
+func TestDecode_unknown_fields_pass_through_verbatim(t *testing.T) {
+	raw := `{"customer_id":"c1","task":{"task_id":"t1","status":"error","x_custom":{"deep":[1,2.5,"é"]},"response":null}}`
+	ev, err := event.Decode([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(ev.CallbackBody()), `"x_custom":{"deep":[1,2.5,"é"]}`) {
+		t.Errorf("unknown field lost: %s", ev.CallbackBody())
+	}
+	if string(ev.Response) != "null" || ev.Status != "error" {
+		t.Errorf("response %s status %s", ev.Response, ev.Status)
+	}
+}
+
+func TestDecode_refusals(t *testing.T) {
+	big := `{"customer_id":"c1","task":{"task_id":"t1","status":"completed","pad":"` + strings.Repeat("a", event.MaxSize) + `"}}`
+	deep := `{"customer_id":"c1","task":{"task_id":"t1","status":"completed","x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}}`
+	cases := []struct {
+		name   string
+		raw    string
+		reason event.Reason
+	}{
+		{"not json", `hello`, event.ReasonMalformed},
+		{"truncated", `{"customer_id":"c1","task":{`, event.ReasonMalformed},
+		{"trailing data", `{"customer_id":"c1","task":{"task_id":"t","status":"completed"}} {}`, event.ReasonMalformed},
+		{"invalid utf-8", "{\"customer_id\":\"c1\",\"task\":{\"task_id\":\"t\",\"status\":\"completed\",\"x\":\"\xff\"}}", event.ReasonMalformed},
+		{"duplicate key", `{"customer_id":"c1","task":{"task_id":"t","status":"completed","status":"error"}}`, event.ReasonMalformed},
+		{"duplicate key with escapes", `{"customer_id":"c1","customer\u005fid":"c2","task":{"task_id":"t","status":"completed"}}`, event.ReasonMalformed},
+		{"deep nesting", deep, event.ReasonMalformed},
+		{"huge number", `{"customer_id":"c1","task":{"task_id":"t","status":"completed","n":1e999}}`, event.ReasonMalformed},
+		{"long number", `{"customer_id":"c1","task":{"task_id":"t","status":"completed","n":` + strings.Repeat("9", 100) + `}}`, event.ReasonMalformed},
+		{"over the size limit", big, event.ReasonTooLarge},
+		{"missing task", `{"customer_id":"c1"}`, event.ReasonSchema},
+		{"missing task_id", `{"customer_id":"c1","task":{"status":"completed"}}`, event.ReasonSchema},
+		{"bad status", `{"customer_id":"c1","task":{"task_id":"t","status":"done"}}`, event.ReasonSchema},
+		{"task_id with path characters", `{"customer_id":"c1","task":{"task_id":"../../etc","status":"completed"}}`, event.ReasonSchema},
+		{"task_id with glob characters", `{"customer_id":"c1","task":{"task_id":"t*","status":"completed"}}`, event.ReasonSchema},
+		{"customer id not a subject token", `{"customer_id":"c.1>","task":{"task_id":"t","status":"completed"}}`, event.ReasonSchema},
+		{"customer id too long", `{"customer_id":"` + strings.Repeat("c", 65) + `","task":{"task_id":"t","status":"completed"}}`, event.ReasonSchema},
+		{"callback_url not a string", `{"customer_id":"c1","task":{"task_id":"t","status":"completed","callback_url":5}}`, event.ReasonSchema},
+		{"task not an object", `{"customer_id":"c1","task":[]}`, event.ReasonSchema},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := event.Decode([]byte(c.raw))
+			reason, ok := event.ReasonOf(err)
+			if !ok || reason != c.reason {
+				t.Errorf("got %v, want reason %s", err, c.reason)
+			}
+		})
+	}
+}
+
+func TestDecode_at_the_size_limit_is_accepted(t *testing.T) {
+	head := `{"customer_id":"c1","task":{"task_id":"t1","status":"completed","pad":"`
+	tail := `"}}`
+	raw := head + strings.Repeat("a", event.MaxSize-len(head)-len(tail)) + tail
+	if len(raw) != event.MaxSize {
+		t.Fatalf("built %d bytes", len(raw))
+	}
+	if _, err := event.Decode([]byte(raw)); err != nil {
+		t.Errorf("an event of exactly MaxSize bytes is refused: %v", err)
+	}
+}

@@ -1,0 +1,57 @@
+package event_test
+
+import (
+	"encoding/json"
+	"testing"
+	"unicode/utf8"
+
+	"refonte.ai/callbacks/pkg/event"
+	"refonte.ai/callbacks/schemas"
+)
+
+// FuzzDecode: no input crashes the decoder, every refusal carries a Reason, and whatever is
+// accepted yields a callback body that is valid JSON, valid UTF-8 and passes its schema.
+func FuzzDecode(f *testing.F) {
+	example, _ := schemas.Files.ReadFile("examples/task-completed.json")
+	f.Add(example)
+	f.Add([]byte(`{"customer_id":"c1","task":{"task_id":"t","status":"error","response":null}}`))
+	f.Add([]byte(`{"customer_id":"c1","task":{"task_id":"t","status":"completed","a":{"a":{"a":[1,-0.5e3,true,null]}}}}`))
+	f.Add([]byte(`{"customer_id":"c1","customer_id":"c1","task":{}}`))
+	f.Add([]byte("{\"customer_id\":\"c1\",\"task\":{\"task_id\":\"t\",\"status\":\"completed\",\"x\":\"\\ud800\"}}"))
+	f.Add([]byte(`[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[`))
+	f.Add([]byte(`{"customer_id":"c1","task":{"task_id":"t","status":"completed","n":1e308}}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		ev, err := event.Decode(raw)
+		if err != nil {
+			if _, ok := event.ReasonOf(err); !ok {
+				t.Fatalf("refusal without a reason: %v", err)
+			}
+			return
+		}
+		if !json.Valid(raw) {
+			t.Fatalf("accepted invalid JSON %q", raw)
+		}
+		body := ev.CallbackBody()
+		if !json.Valid(body) || !utf8.Valid(body) {
+			t.Fatalf("callback body is not valid JSON: %q", body)
+		}
+		if err := schemas.ValidateCallback(body); err != nil {
+			t.Fatalf("callback body fails its schema: %v\n%s", err, body)
+		}
+		if !event.ValidCustomerID(ev.CustomerID) || !event.ValidTaskID(ev.TaskID) {
+			t.Fatalf("accepted ids %q %q", ev.CustomerID, ev.TaskID)
+		}
+	})
+}
+
+// FuzzStrictAgreesWithEncodingJSON: the strict checker never accepts what encoding/json rejects.
+func FuzzStrictAgreesWithEncodingJSON(f *testing.F) {
+	for _, s := range []string{`{}`, `[]`, `"a"`, `1`, `-0.0e+1`, `{"a":[1,{"b":null}]}`, `"\u00e9\n"`, `01`, `[1,]`, `{"a" 1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if event.CheckStrict(raw) == nil && !json.Valid(raw) {
+			t.Fatalf("strict check accepts invalid JSON %q", raw)
+		}
+	})
+}

@@ -1,0 +1,195 @@
+package status_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/status"
+)
+
+func newStore(t *testing.T) *status.Store {
+	rdb, prefix := testenv.Redis(t)
+	return status.NewStore(rdb, prefix, 48*time.Hour)
+}
+
+var ctx = context.Background()
+
+func delivery(chain uint64) status.Delivery {
+	return status.Delivery{CustomerID: "c1", TaskID: "t1", WebhookID: "evt_1",
+		Task: []byte(`{"task_id":"t1","status":"completed"}`), Chain: chain}
+}
+
+func begin(t *testing.T, s *status.Store, d status.Delivery, max int) status.Begun {
+	t.Helper()
+	b, err := s.Begin(ctx, d, "https://x.example/", max, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func finish(t *testing.T, s *status.Store, d status.Delivery, attempt int, o status.Outcome, next time.Time) bool {
+	t.Helper()
+	changed, err := s.Finish(ctx, d, "https://x.example/", o,
+		&status.AttemptLog{Attempt: attempt, Delivery: 1, At: time.Now(), StatusCode: 500}, next, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return changed
+}
+
+func get(t *testing.T, s *status.Store) status.Record {
+	t.Helper()
+	r, err := s.Get(ctx, "c1", "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestStatus_true_never_turns_false_from_an_older_attempt(t *testing.T) {
+	s := newStore(t)
+	d := delivery(1)
+	if b := begin(t, s, d, 21); b.Verdict != status.Attempt || b.Attempt != 1 {
+		t.Fatalf("first begin = %+v", b)
+	}
+	if r := get(t, s); r.Succeeded != nil || r.State != status.Pending {
+		t.Fatalf("flag %v state %s while the first attempt runs; want absent, pending", r.Succeeded, r.State)
+	}
+	finish(t, s, d, 1, status.OutcomeRetry, time.Now())
+	if b := begin(t, s, d, 21); b.Attempt != 2 {
+		t.Fatalf("second begin = %+v", b)
+	}
+	finish(t, s, d, 2, status.OutcomeSucceeded, time.Time{})
+	// A stale failure (of attempt 1, arriving late) and a late exhaustion change nothing.
+	if finish(t, s, d, 1, status.OutcomeFailed, time.Time{}) {
+		t.Error("a stale failure was applied")
+	}
+	r := get(t, s)
+	if r.Succeeded == nil || !*r.Succeeded || r.State != status.Succeeded {
+		t.Errorf("flag %v state %s; want true, succeeded", r.Succeeded, r.State)
+	}
+	if b := begin(t, s, d, 21); b.Verdict != status.Finished {
+		t.Errorf("a redelivered message may attempt again: %+v", b)
+	}
+}
+
+func TestStatus_newer_chain_supersedes_older(t *testing.T) {
+	s := newStore(t)
+	old := delivery(5)
+	begin(t, s, old, 21)
+	finish(t, s, old, 1, status.OutcomeFailed, time.Time{})
+	if r := get(t, s); r.Succeeded == nil || *r.Succeeded {
+		t.Fatal("the first delivery did not record false")
+	}
+	// A resend (chain 9) is queued; the flag keeps its last value until the resend's outcome.
+	resend := delivery(9)
+	if n, err := s.Queue(ctx, resend, time.Now()); err != nil || n != 2 {
+		t.Fatalf("queue = %d, %v; want delivery 2", n, err)
+	}
+	if r := get(t, s); r.State != status.Pending || r.Attempts != 0 || r.Succeeded == nil {
+		t.Errorf("after queue: %+v", r)
+	}
+	// The old chain's message, redelivered, must not start a competing retry chain.
+	if b := begin(t, s, old, 21); b.Verdict != status.Superseded {
+		t.Errorf("old chain begin = %+v, want superseded", b)
+	}
+	if finish(t, s, old, 2, status.OutcomeSucceeded, time.Time{}) {
+		t.Error("an old chain's result changed the state")
+	}
+	b := begin(t, s, resend, 21)
+	if b.Verdict != status.Attempt || b.Attempt != 1 || b.Delivery != 2 {
+		t.Fatalf("resend begin = %+v", b)
+	}
+	finish(t, s, resend, 1, status.OutcomeSucceeded, time.Time{})
+	r := get(t, s)
+	if r.Succeeded == nil || !*r.Succeeded || r.Delivery != 2 {
+		t.Errorf("after resend: flag %v delivery %d", r.Succeeded, r.Delivery)
+	}
+	if len(r.Log) != 3 {
+		t.Errorf("log has %d entries, want 3 (the old chain's late result is kept)", len(r.Log))
+	}
+}
+
+func TestStatus_queue_after_the_worker_began_is_harmless(t *testing.T) {
+	s := newStore(t)
+	d := delivery(7)
+	begin(t, s, d, 21)
+	if _, err := s.Queue(ctx, d, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r := get(t, s); r.Attempts != 1 {
+		t.Errorf("a late Queue of the same chain reset the attempt count to %d", r.Attempts)
+	}
+}
+
+func TestStatus_interrupted_attempt_counts_and_is_logged(t *testing.T) {
+	s := newStore(t)
+	d := delivery(1)
+	begin(t, s, d, 3)
+	// The worker dies here; the message comes back.
+	if b := begin(t, s, d, 3); b.Attempt != 2 {
+		t.Fatalf("begin after a crash = %+v, want attempt 2", b)
+	}
+	r := get(t, s)
+	if len(r.Log) != 1 || !strings.Contains(r.Log[0].Error, "interrupted") {
+		t.Errorf("log = %+v, want the interrupted attempt", r.Log)
+	}
+	finish(t, s, d, 2, status.OutcomeRetry, time.Now())
+	begin(t, s, d, 3) // attempt 3, the last; killed during it
+	if b := begin(t, s, d, 3); b.Verdict != status.Exhausted {
+		t.Fatalf("begin after the last attempt was interrupted = %+v, want exhausted", b)
+	}
+	r = get(t, s)
+	if r.State != status.Failed || r.Succeeded == nil || *r.Succeeded {
+		t.Errorf("state %s flag %v; want failed, false", r.State, r.Succeeded)
+	}
+}
+
+func TestStatus_early_redelivery_waits_for_its_turn(t *testing.T) {
+	s := newStore(t)
+	d := delivery(1)
+	begin(t, s, d, 21)
+	finish(t, s, d, 1, status.OutcomeRetry, time.Now().Add(time.Hour))
+	b := begin(t, s, d, 21)
+	if b.Verdict != status.NotDue || b.Wait < 59*time.Minute {
+		t.Errorf("begin before the retry is due = %+v, want not due for about an hour", b)
+	}
+	if r := get(t, s); r.Attempts != 1 || r.NextAttemptAt == nil {
+		t.Errorf("an early redelivery used an attempt: %+v", r)
+	}
+}
+
+func TestStatus_no_callback_and_new_event(t *testing.T) {
+	s := newStore(t)
+	d := delivery(1)
+	begin(t, s, d, 21)
+	finish(t, s, d, 1, status.OutcomeSucceeded, time.Time{})
+	// A new completion event for the same task (another webhook id) starts afresh.
+	next := delivery(2)
+	next.WebhookID = "evt_2"
+	if _, err := s.Finish(ctx, next, "", status.OutcomeNoCallback, nil, time.Time{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r := get(t, s)
+	if r.State != status.NoCallback || r.Succeeded != nil || r.WebhookID != "evt_2" {
+		t.Errorf("state %s flag %v id %s; want no_callback, absent, evt_2", r.State, r.Succeeded, r.WebhookID)
+	}
+}
+
+func TestStatus_keys_expire(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	s := status.NewStore(rdb, prefix, 25*time.Hour)
+	d := delivery(1)
+	begin(t, s, d, 21)
+	finish(t, s, d, 1, status.OutcomeSucceeded, time.Time{})
+	for _, k := range []string{prefix + "{c1}:task:t1", prefix + "{c1}:attempts:t1", prefix + "{c1}:index"} {
+		ttl := rdb.TTL(ctx, k).Val()
+		if ttl <= 24*time.Hour || ttl > 25*time.Hour {
+			t.Errorf("%s TTL = %s, want the 25h retention", k, ttl)
+		}
+	}
+}
