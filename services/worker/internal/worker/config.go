@@ -27,6 +27,9 @@ type Config struct {
 	Stream        stream.Config
 	Consumer      string
 	MaxAckPending int
+	// AckWait is how long the server waits for a worker's verdict before it hands the message
+	// to another worker: one whole attempt plus room to record it.
+	AckWait time.Duration
 
 	// Concurrency is the number of deliveries in flight in this process; it is also the most
 	// messages this process ever holds, so nothing waits in a buffer while its AckWait runs.
@@ -109,6 +112,7 @@ func LoadConfig(r *env.Reader) (Config, error) {
 		}
 		c.Ports = append(c.Ports, uint16(p))
 	}
+	c.AckWait = r.Duration("NATS_ACK_WAIT", c.Timeout+30*time.Second)
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = c.Timeout + 10*time.Second
 	}
@@ -131,12 +135,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("NATS_MAX_ACK_PENDING=%d: want at least WORKER_CONCURRENCY", c.MaxAckPending)
 	case c.Retention < 24*time.Hour:
 		return fmt.Errorf("STATUS_RETENTION=%s: want at least 24h", c.Retention)
+	case c.AckWait < c.Timeout+time.Second:
+		return fmt.Errorf("NATS_ACK_WAIT=%s: want at least CALLBACK_TIMEOUT plus 1s", c.AckWait)
 	case c.Consumer == "":
 		return fmt.Errorf("NATS_CONSUMER is empty")
 	}
 	return c.Stream.Validate()
 }
-
-// AckWait is how long the server waits for a worker's verdict before it hands the message to
-// another worker: one whole attempt plus room to record it.
-func (c Config) AckWait() time.Duration { return c.Timeout + 30*time.Second }

@@ -18,7 +18,7 @@ func SetupConsumer(ctx context.Context, js jetstream.JetStream, cfg Config, log 
 		if err == nil {
 			var c jetstream.Consumer
 			c, err = stream.EnsureConsumer(ctx, st, stream.ConsumerConfig{
-				Durable: cfg.Consumer, AckWait: cfg.AckWait(), MaxAckPending: cfg.MaxAckPending,
+				Durable: cfg.Consumer, AckWait: cfg.AckWait, MaxAckPending: cfg.MaxAckPending,
 				Replicas: cfg.Stream.Replicas,
 			})
 			if err == nil {
