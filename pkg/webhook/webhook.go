@@ -159,10 +159,18 @@ func (s *Sender) post(ctx context.Context, m delivery.Message) delivery.Result {
 	}
 	defer resp.Body.Close()
 	excerpt := make([]byte, delivery.ExcerptLimit)
-	n, _ := io.ReadFull(resp.Body, excerpt)
-	// Read on a little so the connection can be reused; stop at the cap.
-	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
+	n, readErr := io.ReadFull(resp.Body, excerpt)
+	if readErr == nil {
+		// Read on a little so the connection can be reused; stop at the cap.
+		_, readErr = io.CopyN(io.Discard, resp.Body, maxDrain)
+	}
 	res := delivery.Result{StatusCode: resp.StatusCode, Excerpt: printable(excerpt[:n])}
+	if readErr != nil && !errors.Is(readErr, io.EOF) && !errors.Is(readErr, io.ErrUnexpectedEOF) {
+		// The status line came, but the answer did not finish within the timeout (an endpoint
+		// that trickles its answer): that is not a 2xx "within CALLBACK_TIMEOUT".
+		res.Err = describe(readErr, s.cfg.Timeout)
+		return res
+	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return res
 	}

@@ -150,3 +150,28 @@ func TestDeliver_retry_after_is_reported(t *testing.T) {
 		t.Errorf("RetryAfter = %s, want 2m", res.RetryAfter)
 	}
 }
+
+// An endpoint that sends its status at once and then trickles the body past the timeout has not
+// answered within CALLBACK_TIMEOUT.
+func TestDeliver_trickling_answer_is_a_timeout(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		for range 20 {
+			if _, err := w.Write([]byte("x")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	s := webhook.New(webhook.Config{Timeout: 300 * time.Millisecond, AllowPrivate: true})
+	res := s.Deliver(context.Background(), msg(t, srv.URL))
+	if res.OK() || !strings.HasPrefix(res.Err.Error(), "timeout") {
+		t.Errorf("result %v, want a timeout", res.Err)
+	}
+}

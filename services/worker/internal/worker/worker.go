@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -239,13 +238,14 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 		kind = "unusable"
 	}
 
-	release, ok := w.hosts.acquire(tgt.Host())
+	release, retryIn, ok := w.hosts.acquire(tgt.Host())
 	if !ok {
-		// Over this host's share of the slots: come back shortly, without using an attempt.
+		// Over this host's share of the slots: come back later, without using an attempt.
 		w.Metrics.deferred.Inc()
-		return later(time.Second + rand.N(time.Second))
+		return later(retryIn)
 	}
-	defer release()
+	var took time.Duration
+	defer func() { release(took) }()
 
 	now := w.now()
 	begun, err := w.Status.Begin(ctx, d, tgt.Raw, w.schedule.MaxAttempts(), now)
@@ -271,6 +271,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 		res = delivery.Result{Err: targetErr, Permanent: true}
 	} else {
 		res = w.attempt(ctx, ev, profile, tgt, webhookID, now)
+		took = res.Duration
 	}
 
 	entry := &status.AttemptLog{Attempt: begun.Attempt, Delivery: begun.Delivery, At: now,

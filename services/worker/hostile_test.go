@@ -1,0 +1,131 @@
+package main_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/publish"
+	"refonte.ai/callbacks/pkg/stream"
+)
+
+// Hostile endpoints cannot starve the others. Three endpoints receive a thousand callbacks each
+// and misbehave — one never answers, one trickles its answer a byte at a time, one answers 500
+// at once — while a healthy endpoint receives a steady stream. Each host may hold only its share
+// of a worker's slots (WORKER_HOST_CONCURRENCY); messages over that share are deferred without
+// using an attempt, so the healthy endpoint keeps its latency.
+func TestWorkerProcess_hostile_endpoints_do_not_starve_a_healthy_one(t *testing.T) {
+	perHostile := 1000
+	if os.Getenv("CHAOS_LONG") != "" {
+		perHostile = 5000
+	}
+	bin := testenv.Build(t, "services/worker")
+	ns := testenv.StartNATS(t)
+	_, js := ns.Connect(t)
+	rdb, prefix := testenv.Redis(t)
+	ctx := context.Background()
+
+	hang := testenv.NewReceiver(t, func(_ int, _ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	trickle := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		for {
+			if _, err := w.Write([]byte("x")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(time.Second): // one byte a second
+			}
+		}
+	})
+	failing := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	})
+	var (
+		mu        sync.Mutex
+		latencies []time.Duration
+	)
+	healthy := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {})
+	healthy.Respond = func(_ int, w http.ResponseWriter, r *http.Request) {
+		// The body was read by the recorder; the latest request is ours.
+		reqs := healthy.Requests()
+		var body struct {
+			Task struct {
+				PublishedAt string `json:"published_at_ns"`
+			} `json:"task"`
+		}
+		if json.Unmarshal(reqs[len(reqs)-1].Body, &body) == nil {
+			if ns, err := strconv.ParseInt(body.Task.PublishedAt, 10, 64); err == nil {
+				mu.Lock()
+				latencies = append(latencies, time.Since(time.Unix(0, ns)))
+				mu.Unlock()
+			}
+		}
+	}
+	store := customer.NewStore(rdb, prefix)
+	for _, c := range []string{"hostile", "good"} {
+		if _, _, err := store.Create(ctx, c, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Start(t, bin, map[string]string{
+		"NATS_URL": ns.URL(), "REDIS_URL": testenv.RedisURL(), "REDIS_PREFIX": prefix,
+		"CALLBACK_ALLOW_PRIVATE": "true", "METRICS_ADDR": testenv.FreeAddr(t),
+		"CALLBACK_TIMEOUT": "3s", "WORKER_CONCURRENCY": "64", "WORKER_HOST_CONCURRENCY": "8",
+		"CALLBACK_RETRY_SCHEDULE": "5s" + repeat(",5s", 19), "LOG_LEVEL": "warn",
+	})
+	pub, err := publish.New(ctx, js, stream.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTask := func(customerID, id, url string) {
+		raw, _ := json.Marshal(map[string]any{"task_id": id, "status": "completed", "callback_url": url,
+			"published_at_ns": strconv.FormatInt(time.Now().UnixNano(), 10)})
+		if _, err := pub.Publish(ctx, publish.Completion{CustomerID: customerID, Task: raw}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range perHostile {
+		publishTask("hostile", fmt.Sprintf("hang-%d", i), hang.URL)
+		publishTask("hostile", fmt.Sprintf("trickle-%d", i), trickle.URL)
+		publishTask("hostile", fmt.Sprintf("fail-%d", i), failing.URL)
+	}
+	// The healthy customer's steady stream: 40 a second for 10 seconds, published while the
+	// hostile endpoints hold their slots. The ticker paces the load; it synchronises nothing.
+	const healthyCount = 400
+	tick := time.NewTicker(25 * time.Millisecond)
+	for i := range healthyCount {
+		<-tick.C
+		publishTask("good", fmt.Sprintf("good-%d", i), healthy.URL)
+	}
+	tick.Stop()
+	testenv.Eventually(t, 30*time.Second, func() bool { return healthy.Count() >= healthyCount },
+		"every healthy callback delivered (have %d)", healthy.Count())
+
+	mu.Lock()
+	slices.Sort(latencies)
+	p50, p99, worst := latencies[len(latencies)/2], latencies[len(latencies)*99/100], latencies[len(latencies)-1]
+	mu.Unlock()
+	t.Logf("healthy endpoint: %d callbacks, publish-to-delivery p50 %s p99 %s max %s; meanwhile hang saw %d, trickle %d, failing %d attempts",
+		healthyCount, p50.Round(time.Millisecond), p99.Round(time.Millisecond), worst.Round(time.Millisecond),
+		hang.Count(), trickle.Count(), failing.Count())
+	// Without the per-host cap the healthy callbacks queue behind 3-second timeouts; with it they
+	// are delivered as they come. The bound is loose enough for a loaded 2-core machine.
+	if p99 > 2*time.Second {
+		t.Errorf("healthy p99 %s: hostile endpoints starve the healthy one", p99)
+	}
+	if hang.Count() == 0 || trickle.Count() == 0 || failing.Count() == 0 {
+		t.Errorf("the hostile endpoints were not exercised")
+	}
+}
