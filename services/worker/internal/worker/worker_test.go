@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -326,7 +327,10 @@ func TestParked_retries_do_not_stop_fresh_deliveries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("publishes 1,200 callbacks")
 	}
-	const parked = 1200 // more than JetStream's default MaxAckPending of 1000
+	parked := 1200 // more than JetStream's default MaxAckPending of 1000
+	if n, err := strconv.Atoi(os.Getenv("PARKED_CALLBACKS")); err == nil && n > 0 {
+		parked = n // e.g. PARKED_CALLBACKS=50000 for the scale run (task chaos)
+	}
 	h := newHarness(t, map[string]string{
 		"CALLBACK_RETRY_SCHEDULE": "1h" + strings.Repeat(",1h", 19),
 		"WORKER_HOST_CONCURRENCY": "256",
@@ -340,19 +344,26 @@ func TestParked_retries_do_not_stop_fresh_deliveries(t *testing.T) {
 	for i := range parked {
 		h.publish("c1", task(fmt.Sprintf("dead-%d", i), dead.URL))
 	}
-	testenv.Eventually(t, 60*time.Second, func() bool {
+	testenv.Eventually(t, time.Duration(parked/20+60)*time.Second, func() bool {
 		return h.consumerInfo().NumAckPending >= parked && dead.Count() >= parked
 	}, "%d callbacks parked for an hour (ack pending %d)", parked, h.consumerInfo().NumAckPending)
+	before, _ := h.nats.Server.Varz(nil)
 
-	for i := range 20 {
+	const fresh = 200
+	start := time.Now()
+	for i := range fresh {
 		h.publish("c1", task(fmt.Sprintf("fresh-%d", i), healthy.URL))
 	}
-	for i := range 20 {
-		rec := h.waitFinal("c1", fmt.Sprintf("fresh-%d", i), 15*time.Second)
+	for i := range fresh {
+		rec := h.waitFinal("c1", fmt.Sprintf("fresh-%d", i), 30*time.Second)
 		if rec.Succeeded == nil || !*rec.Succeeded {
 			t.Fatalf("fresh-%d: flag %v", i, rec.Succeeded)
 		}
 	}
+	took := time.Since(start)
+	after, _ := h.nats.Server.Varz(nil)
+	t.Logf("%d parked (ack pending %d): %d fresh callbacks delivered in %s; NATS server RSS %d MB, CPU %.0f%% while they were parked",
+		parked, h.consumerInfo().NumAckPending, fresh, took.Round(time.Millisecond), after.Mem>>20, (before.CPU+after.CPU)/2)
 	if n := dead.Count(); n != parked {
 		t.Errorf("dead receiver saw %d attempts, want %d (one each, the rest parked)", n, parked)
 	}
