@@ -28,8 +28,6 @@ import (
 	"refonte.ai/callbacks/pkg/logging"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
-	"refonte.ai/callbacks/pkg/target"
-	"refonte.ai/callbacks/pkg/webhook"
 	"refonte.ai/callbacks/services/worker/internal/worker"
 )
 
@@ -79,22 +77,22 @@ func run(ctx context.Context) error {
 	}
 	statuses := status.NewStore(rdb, cfg.RedisPrefix, cfg.Retention)
 
+	transports, err := worker.NewTransports(cfg)
+	if err != nil {
+		return err
+	}
+
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		worker.NewConsumerCollector(consumer))
 	w, err := worker.New(cfg, worker.Deps{
-		Consumer: consumer,
-		Profiles: profiles,
-		Status:   statuses,
-		Invalid:  invalid.NewStore(rdb, cfg.RedisPrefix, 0),
-		Transports: map[target.Kind]worker.Transport{
-			target.HTTP: webhook.New(webhook.Config{
-				Timeout: cfg.Timeout, AllowPrivate: cfg.AllowPrivate, AllowedCIDRs: cfg.AllowedCIDRs,
-				Ports: cfg.Ports, UserAgent: "Refonte-Callbacks/" + worker.Version,
-				MaxConnsPerHost: cfg.HostConcurrency,
-			}),
-		},
-		Log:     log,
-		Metrics: worker.NewMetrics(reg),
+		Consumer:   consumer,
+		Profiles:   profiles,
+		Status:     statuses,
+		Invalid:    invalid.NewStore(rdb, cfg.RedisPrefix, 0),
+		Transports: transports,
+		Log:        log,
+		Metrics:    worker.NewMetrics(reg),
 	})
 	if err != nil {
 		return err

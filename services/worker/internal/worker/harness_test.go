@@ -20,8 +20,6 @@ import (
 	"refonte.ai/callbacks/pkg/invalid"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/status"
-	"refonte.ai/callbacks/pkg/target"
-	"refonte.ai/callbacks/pkg/webhook"
 	"refonte.ai/callbacks/services/worker/internal/worker"
 )
 
@@ -82,16 +80,17 @@ func (h *harness) startWorker() (stop func()) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	transports, err := worker.NewTransports(h.cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	w, err := worker.New(h.cfg, worker.Deps{
-		Consumer: consumer,
-		Profiles: customer.NewCache(h.customers, time.Second),
-		Status:   h.statuses,
-		Invalid:  h.invalid,
-		Transports: map[target.Kind]worker.Transport{
-			target.HTTP: webhook.New(webhook.Config{Timeout: h.cfg.Timeout, AllowPrivate: h.cfg.AllowPrivate,
-				AllowedCIDRs: h.cfg.AllowedCIDRs, Ports: h.cfg.Ports, UserAgent: "Refonte-Callbacks/test"}),
-		},
-		Log: h.log,
+		Consumer:   consumer,
+		Profiles:   customer.NewCache(h.customers, time.Second),
+		Status:     h.statuses,
+		Invalid:    h.invalid,
+		Transports: transports,
+		Log:        h.log,
 	})
 	if err != nil {
 		h.t.Fatal(err)

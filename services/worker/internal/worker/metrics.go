@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -96,4 +97,46 @@ func (m *Metrics) observeAttempt(transport string, res delivery.Result, outcome 
 			m.deliveries.WithLabelValues(transport, "exhausted").Inc()
 		}
 	}
+}
+
+// ConsumerCollector reports the shared consumer's backlog at scrape time: messages not yet
+// delivered (pending) and delivered but not yet acknowledged — mostly retries parked on a
+// NakWithDelay (ack pending), the figure to watch against NATS_MAX_ACK_PENDING.
+type ConsumerCollector struct {
+	consumer   jetstream.Consumer
+	pending    *prometheus.Desc
+	ackPending *prometheus.Desc
+	redeliver  *prometheus.Desc
+	ceiling    *prometheus.Desc
+}
+
+// NewConsumerCollector builds the collector; register it next to NewMetrics.
+func NewConsumerCollector(c jetstream.Consumer) *ConsumerCollector {
+	return &ConsumerCollector{
+		consumer:   c,
+		pending:    prometheus.NewDesc("refonte_consumer_pending_messages", "Messages in the stream not yet delivered to any worker.", nil, nil),
+		ackPending: prometheus.NewDesc("refonte_consumer_ack_pending_messages", "Messages delivered and not yet acknowledged: in flight plus retries parked on a delay.", nil, nil),
+		redeliver:  prometheus.NewDesc("refonte_consumer_redelivered_messages", "Messages delivered more than once and still unacknowledged.", nil, nil),
+		ceiling:    prometheus.NewDesc("refonte_consumer_max_ack_pending", "The consumer's MaxAckPending: at this many unacknowledged messages fresh deliveries stop.", nil, nil),
+	}
+}
+
+func (c *ConsumerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.pending
+	ch <- c.ackPending
+	ch <- c.redeliver
+	ch <- c.ceiling
+}
+
+func (c *ConsumerCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := c.consumer.Info(ctx)
+	if err != nil {
+		return // the scrape shows the series missing, which is itself the alert
+	}
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(info.NumPending))
+	ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(info.NumAckPending))
+	ch <- prometheus.MustNewConstMetric(c.redeliver, prometheus.GaugeValue, float64(info.NumRedelivered))
+	ch <- prometheus.MustNewConstMetric(c.ceiling, prometheus.GaugeValue, float64(info.Config.MaxAckPending))
 }

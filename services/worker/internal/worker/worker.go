@@ -114,8 +114,11 @@ func (w *Worker) Run(ctx context.Context) error {
 				break gather
 			}
 		}
-		batch, err := w.Consumer.Fetch(n, jetstream.FetchMaxWait(pullWait))
+		// The pull's own context ends it early on shutdown, instead of after pullWait.
+		pullCtx, cancelPull := context.WithTimeout(ctx, pullWait)
+		batch, err := w.Consumer.Fetch(n, jetstream.FetchContext(pullCtx))
 		if err != nil {
+			cancelPull()
 			for range n {
 				free <- struct{}{}
 			}
@@ -143,6 +146,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				w.handle(ctx, msg)
 			}()
 		}
+		cancelPull()
 		for range n - got {
 			free <- struct{}{}
 		}
