@@ -13,9 +13,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/stream"
+	"refonte.ai/callbacks/pkg/tracing"
 )
 
 // Publisher publishes task completions and resends.
@@ -63,7 +67,17 @@ func (p *Publisher) Publish(ctx context.Context, c Completion) (*jetstream.PubAc
 	msg := nats.NewMsg(stream.CompletedSubject(c.CustomerID))
 	msg.Data = raw
 	msg.Header.Set(jetstream.MsgIDHeader, id)
-	return p.js.PublishMsg(ctx, msg)
+	ctx, span := tracing.Tracer().Start(ctx, "publish "+stream.CompletedPrefix+"*",
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("refonte.customer_id", c.CustomerID),
+			attribute.String("refonte.task_id", ev.TaskID), attribute.String("refonte.webhook_id", id)))
+	defer span.End()
+	tracing.InjectNATS(ctx, msg.Header)
+	ack, err := p.js.PublishMsg(ctx, msg)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return ack, err
 }
 
 // Resend puts an already-delivered (or failed, or retrying) callback back on the stream for a
@@ -75,6 +89,12 @@ func (p *Publisher) Resend(ctx context.Context, ev event.Event, webhookID string
 	msg.Data = ev.Marshal()
 	msg.Header.Set(stream.HeaderWebhookID, webhookID)
 	msg.Header.Set(jetstream.MsgIDHeader, "resend_"+rand.Text())
+	ctx, span := tracing.Tracer().Start(ctx, "publish "+stream.ResendPrefix+"*",
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("refonte.customer_id", ev.CustomerID),
+			attribute.String("refonte.task_id", ev.TaskID), attribute.String("refonte.webhook_id", webhookID)))
+	defer span.End()
+	tracing.InjectNATS(ctx, msg.Header)
 	ack, err := p.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return 0, fmt.Errorf("resend: %w", err)

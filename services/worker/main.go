@@ -28,6 +28,7 @@ import (
 	"refonte.ai/callbacks/pkg/logging"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
+	"refonte.ai/callbacks/pkg/tracing"
 	"refonte.ai/callbacks/services/worker/internal/worker"
 )
 
@@ -50,6 +51,11 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	stopTracing, err := tracing.Setup(ctx, "refonte-worker")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stopTracing(context.Background()) }()
 
 	nc, err := conn.NATS(cfg.NATSURL, "refonte-worker", log)
 	if err != nil {

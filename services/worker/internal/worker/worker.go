@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"refonte.ai/callbacks/pkg/customer"
@@ -26,6 +29,7 @@ import (
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/pkg/target"
+	"refonte.ai/callbacks/pkg/tracing"
 )
 
 // Transport makes one delivery attempt.
@@ -215,6 +219,13 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 	}
 	log := w.Log.With(zap.String("task_id", ev.TaskID), zap.String("customer_id", ev.CustomerID),
 		zap.String("webhook_id", webhookID))
+	ctx, span := tracing.Tracer().Start(tracing.ExtractNATS(ctx, msg.Headers()), "callback.deliver",
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", msg.Subject()),
+			attribute.String("refonte.task_id", ev.TaskID), attribute.String("refonte.customer_id", ev.CustomerID),
+			attribute.String("refonte.webhook_id", webhookID)))
+	defer span.End()
 
 	profile, err := w.Profiles.Get(ctx, ev.CustomerID)
 	if errors.Is(err, customer.ErrNotFound) {
@@ -274,7 +285,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 	if targetErr != nil {
 		res = delivery.Result{Err: targetErr, Permanent: true}
 	} else {
-		res = w.attempt(ctx, ev, profile, tgt, webhookID, now)
+		res = w.attempt(ctx, ev, profile, tgt, webhookID, begun, now)
 		took = res.Duration
 	}
 
@@ -332,7 +343,7 @@ func (w *Worker) record(ctx context.Context, d status.Delivery, tgt string, o st
 	return err
 }
 
-func (w *Worker) attempt(ctx context.Context, ev event.Event, p customer.Profile, tgt target.Target, webhookID string, now time.Time) delivery.Result {
+func (w *Worker) attempt(ctx context.Context, ev event.Event, p customer.Profile, tgt target.Target, webhookID string, begun status.Begun, now time.Time) delivery.Result {
 	tr := w.Transports[tgt.Kind]
 	if tr == nil {
 		return delivery.Result{Err: fmt.Errorf("%s callbacks are not configured", tgt.Kind), Permanent: true}
@@ -341,8 +352,12 @@ func (w *Worker) attempt(ctx context.Context, ev event.Event, p customer.Profile
 	if err != nil {
 		return delivery.Result{Err: errors.New("the customer's signing secret is unusable"), Permanent: true}
 	}
+	ctx, span := tracing.Tracer().Start(ctx, "callback.attempt", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.Int("refonte.attempt", begun.Attempt), attribute.Int("refonte.delivery", begun.Delivery),
+			attribute.String("refonte.transport", tgt.Kind.String()), attribute.String("server.address", tgt.Host())))
+	defer span.End()
 	body := ev.CallbackBody()
-	return tr.Deliver(ctx, delivery.Message{
+	res := tr.Deliver(ctx, delivery.Message{
 		Target:     tgt,
 		Body:       body,
 		CustomerID: ev.CustomerID,
@@ -352,7 +367,15 @@ func (w *Worker) attempt(ctx context.Context, ev event.Event, p customer.Profile
 		Timestamp:  now,
 		Signature:  signing.Sign(webhookID, now.Unix(), body, keys...),
 		AuthKey:    p.CallbackAuthKey,
+		Header:     tracing.Headers(ctx),
 	})
+	if res.StatusCode != 0 {
+		span.SetAttributes(attribute.Int("refonte.status_code", res.StatusCode))
+	}
+	if res.Err != nil {
+		span.SetStatus(codes.Error, res.Err.Error())
+	}
+	return res
 }
 
 // refuse keeps an invalid event for inspection and ends it.
