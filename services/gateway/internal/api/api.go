@@ -1,0 +1,161 @@
+// Package api is the gateway's HTTP API (CONTRACT §4): the admin endpoint that creates
+// customers, the customer's profile and key rotations, task status with its attempt log, and
+// send-callback, which puts a stored callback back on the stream for a worker to deliver again.
+//
+// Every answer is JSON, errors included ({"status_code": N, "error": "…"}); every route is
+// registered in one table (routes), which the tests compare with schemas/openapi.json.
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/event"
+	"refonte.ai/callbacks/pkg/health"
+	"refonte.ai/callbacks/pkg/status"
+)
+
+type profileStore interface {
+	Create(ctx context.Context, id, defaultURL string) (customer.Profile, customer.Credentials, error)
+	Authenticate(ctx context.Context, apiKey string) (customer.Profile, error)
+	SetDefaultCallbackURL(ctx context.Context, id, url string) (customer.Profile, error)
+	RotateCallbackAuthKey(ctx context.Context, id string) (customer.Profile, error)
+	RotateSigningSecret(ctx context.Context, id string) (customer.Profile, error)
+	RotateAPIKey(ctx context.Context, id string) (customer.Credentials, error)
+}
+
+type statusStore interface {
+	Get(ctx context.Context, customerID, taskID string) (status.Record, error)
+	Queue(ctx context.Context, d status.Delivery, now time.Time) (int, error)
+}
+
+type resender interface {
+	Resend(ctx context.Context, ev event.Event, webhookID string) (uint64, error)
+}
+
+// Announcer tells the workers that a customer's profile changed, so they drop their cached copy
+// and the next callback carries the new key or goes to the new default URL.
+type Announcer interface {
+	ProfileChanged(ctx context.Context, customerID string) error
+}
+
+// Deps are the API's collaborators.
+type Deps struct {
+	Customers profileStore
+	Status    statusStore
+	Resender  resender
+	Announcer Announcer
+	// Checks are the dependencies /readyz probes.
+	Checks map[string]health.Check
+	Log    *zap.Logger
+	// Registry receives the API's metrics and is what /metrics serves; nil: a private one.
+	Registry *prometheus.Registry
+}
+
+// API serves the gateway's routes.
+type API struct {
+	Deps
+	cfg     Config
+	limiter *limiter
+	metrics *metrics
+	mux     *http.ServeMux
+	handler http.Handler
+	routes  []Route
+	now     func() time.Time
+}
+
+// Route is one registered method and path pattern, as OpenAPI names them.
+type Route struct {
+	Method string
+	Path   string
+}
+
+// New builds the API. Routes of the admin API exist only when cfg.AdminToken is set.
+func New(cfg Config, d Deps) (*API, error) {
+	if d.Customers == nil || d.Status == nil || d.Resender == nil || d.Announcer == nil || d.Log == nil {
+		return nil, errors.New("api: missing dependency")
+	}
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	a := &API{
+		Deps:    d,
+		cfg:     cfg,
+		limiter: newLimiter(cfg.SendCallbackPerMinute, cfg.SendCallbackBurst),
+		metrics: newMetrics(d.Registry),
+		mux:     http.NewServeMux(),
+		now:     time.Now,
+	}
+	customerRoutes := []struct {
+		method, path string
+		h            customerHandler
+	}{
+		{"GET", "/v1/profile", a.getProfile},
+		{"PATCH", "/v1/profile", a.patchProfile},
+		{"POST", "/v1/profile/callback-auth-key/rotate", a.rotateCallbackAuthKey},
+		{"POST", "/v1/profile/signing-secret/rotate", a.rotateSigningSecret},
+		{"POST", "/v1/profile/api-key/rotate", a.rotateAPIKey},
+		{"GET", "/v1/task/{taskId}", a.getTask},
+		{"GET", "/v1/task/{taskId}/callback", a.getCallback},
+		{"POST", "/v1/task/{taskId}/send-callback", a.sendCallback},
+	}
+	for _, r := range customerRoutes {
+		a.handle(r.method, r.path, a.authCustomer(r.h))
+	}
+	if cfg.AdminToken != "" {
+		a.handle("POST", "/admin/v1/customers", a.authAdmin(http.HandlerFunc(a.createCustomer)))
+	}
+	a.handle("GET", "/healthz", http.HandlerFunc(health.Live))
+	a.handle("GET", "/readyz", health.Ready(d.Checks))
+	a.handle("GET", "/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
+	// ServeMux answers unknown paths and methods in plain text; this keeps every answer JSON.
+	a.mux.HandleFunc("/", a.unmatched)
+
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused")
+	}))
+	a.handler = a.observe(securityHeaders(cop.Handler(a.mux)))
+	return a, nil
+}
+
+func (a *API) handle(method, path string, h http.Handler) {
+	a.mux.Handle(method+" "+path, h)
+	a.routes = append(a.routes, Route{Method: method, Path: path})
+}
+
+// Handler is the whole API, with its middleware.
+func (a *API) Handler() http.Handler { return a.handler }
+
+// Routes lists every registered route.
+func (a *API) Routes() []Route { return append([]Route(nil), a.routes...) }
+
+var probeMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// unmatched answers 405 with Allow when the path exists under other methods, else 404.
+func (a *API) unmatched(w http.ResponseWriter, r *http.Request) {
+	var allowed []string
+	for _, m := range probeMethods {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host}
+		if _, pattern := a.mux.Handler(probe); pattern != "" && pattern != "/" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) == 0 {
+		writeError(w, http.StatusNotFound, "no such route")
+		return
+	}
+	if allowed[0] == http.MethodGet {
+		allowed = append(allowed, http.MethodHead)
+	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+}

@@ -1,0 +1,189 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/event"
+	"refonte.ai/callbacks/pkg/target"
+)
+
+// profileView is GET /v1/profile. Secrets other than the callback auth key (which receivers
+// must compare against and so may read back) are shown only when they are issued.
+type profileView struct {
+	CustomerID         string `json:"customer_id"`
+	DefaultCallbackURL string `json:"default_callback_url"`
+	CallbackAuthKey    string `json:"callback_auth_key"`
+}
+
+func viewProfile(p customer.Profile) profileView {
+	return profileView{CustomerID: p.ID, DefaultCallbackURL: p.DefaultCallbackURL, CallbackAuthKey: p.CallbackAuthKey}
+}
+
+func (a *API) getProfile(w http.ResponseWriter, _ *http.Request, p customer.Profile) {
+	writeJSON(w, http.StatusOK, viewProfile(p))
+}
+
+// validateDefaultURL accepts "" (no default) and the targets a worker can deliver to.
+func validateDefaultURL(u string) *requestError {
+	if _, err := target.Parse(u); err != nil {
+		return badRequest("default_callback_url: %v", err)
+	}
+	return nil
+}
+
+func (a *API) patchProfile(w http.ResponseWriter, r *http.Request, p customer.Profile) {
+	var req struct {
+		DefaultCallbackURL *string `json:"default_callback_url"`
+	}
+	if e := decodeJSON(w, r, a.cfg.MaxBodyBytes, &req); e != nil {
+		writeError(w, e.code, e.msg)
+		return
+	}
+	if req.DefaultCallbackURL == nil {
+		writeError(w, http.StatusBadRequest, `default_callback_url is required ("" clears it)`)
+		return
+	}
+	if e := validateDefaultURL(*req.DefaultCallbackURL); e != nil {
+		writeError(w, e.code, e.msg)
+		return
+	}
+	updated, err := a.Customers.SetDefaultCallbackURL(r.Context(), p.ID, *req.DefaultCallbackURL)
+	if !a.profileWritten(r.Context(), w, p.ID, err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, viewProfile(updated))
+}
+
+func (a *API) rotateCallbackAuthKey(w http.ResponseWriter, r *http.Request, p customer.Profile) {
+	updated, err := a.Customers.RotateCallbackAuthKey(r.Context(), p.ID)
+	if !a.profileWritten(r.Context(), w, p.ID, err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, viewProfile(updated))
+}
+
+type signingSecretView struct {
+	CustomerID    string `json:"customer_id"`
+	SigningSecret string `json:"signing_secret"`
+	// PreviousSecretExpiresAt ends the overlap during which callbacks carry a signature made
+	// with the previous secret as well.
+	PreviousSecretExpiresAt time.Time `json:"previous_secret_expires_at"`
+	Message                 string    `json:"message"`
+}
+
+func (a *API) rotateSigningSecret(w http.ResponseWriter, r *http.Request, p customer.Profile) {
+	updated, err := a.Customers.RotateSigningSecret(r.Context(), p.ID)
+	if !a.profileWritten(r.Context(), w, p.ID, err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, signingSecretView{
+		CustomerID:              updated.ID,
+		SigningSecret:           updated.SigningSecret,
+		PreviousSecretExpiresAt: updated.PreviousSecretEnds.UTC(),
+		Message: "This secret is shown only once. Until previous_secret_expires_at (24 hours), every " +
+			"callback's webhook-signature carries two v1 signatures, one made with this secret and one " +
+			"with the previous secret, so a verifier using either accepts it: switch your verifier to " +
+			"this secret before then. Rotating again within the 24 hours retires the older secret at once.",
+	})
+}
+
+type apiKeyView struct {
+	CustomerID string `json:"customer_id"`
+	APIKey     string `json:"api_key"`
+	Message    string `json:"message"`
+}
+
+func (a *API) rotateAPIKey(w http.ResponseWriter, r *http.Request, p customer.Profile) {
+	creds, err := a.Customers.RotateAPIKey(r.Context(), p.ID)
+	if !a.profileWritten(r.Context(), w, p.ID, err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, apiKeyView{
+		CustomerID: p.ID,
+		APIKey:     creds.APIKey,
+		Message:    "This key is shown only once. The previous API key no longer works.",
+	})
+}
+
+// profileWritten answers a failed profile write and reports whether the write succeeded; after
+// a successful one it tells the workers to drop their cached copy.
+func (a *API) profileWritten(ctx context.Context, w http.ResponseWriter, customerID string, err error) bool {
+	switch {
+	case errors.Is(err, customer.ErrNotFound):
+		// Deleted between authentication and now: the key no longer names a customer.
+		w.Header().Set("WWW-Authenticate", basicChallenge)
+		writeError(w, http.StatusUnauthorized, "invalid API key")
+		return false
+	case err != nil:
+		a.Log.Warn("profile write failed", zap.String("customer_id", customerID), zap.Error(err))
+		unavailable(w)
+		return false
+	}
+	a.announce(ctx, customerID)
+	return true
+}
+
+// announce is best effort: the change is stored, and a worker that misses the announcement
+// still drops its cached profile when the cache entry expires (PROFILE_CACHE_TTL, seconds).
+func (a *API) announce(ctx context.Context, customerID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := a.Announcer.ProfileChanged(ctx, customerID); err != nil {
+		a.Log.Warn("announcing a profile change failed; workers see it when their cache expires",
+			zap.String("customer_id", customerID), zap.Error(err))
+	}
+}
+
+type createdCustomer struct {
+	CustomerID         string `json:"customer_id"`
+	APIKey             string `json:"api_key"`
+	CallbackAuthKey    string `json:"callback_auth_key"`
+	SigningSecret      string `json:"signing_secret"`
+	DefaultCallbackURL string `json:"default_callback_url"`
+}
+
+func (a *API) createCustomer(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		CustomerID         string `json:"customer_id"`
+		DefaultCallbackURL string `json:"default_callback_url"`
+	}
+	if e := decodeJSON(w, r, a.cfg.MaxBodyBytes, &req); e != nil {
+		writeError(w, e.code, e.msg)
+		return
+	}
+	if !event.ValidCustomerID(req.CustomerID) {
+		writeError(w, http.StatusBadRequest, "customer_id: want 1 to 64 characters of A-Z a-z 0-9 _ -")
+		return
+	}
+	if e := validateDefaultURL(req.DefaultCallbackURL); e != nil {
+		writeError(w, e.code, e.msg)
+		return
+	}
+	p, creds, err := a.Customers.Create(r.Context(), req.CustomerID, req.DefaultCallbackURL)
+	switch {
+	case errors.Is(err, customer.ErrExists):
+		writeError(w, http.StatusConflict, "customer already exists")
+		return
+	case err != nil:
+		a.Log.Warn("creating a customer failed", zap.String("customer_id", req.CustomerID), zap.Error(err))
+		unavailable(w)
+		return
+	}
+	if info := infoFrom(r.Context()); info != nil {
+		info.customerID = p.ID
+	}
+	a.announce(r.Context(), p.ID)
+	writeJSON(w, http.StatusCreated, createdCustomer{
+		CustomerID:         p.ID,
+		APIKey:             creds.APIKey,
+		CallbackAuthKey:    p.CallbackAuthKey,
+		SigningSecret:      p.SigningSecret,
+		DefaultCallbackURL: p.DefaultCallbackURL,
+	})
+}

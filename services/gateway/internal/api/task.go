@@ -1,0 +1,237 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/event"
+	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/target"
+)
+
+// record loads the customer's task named in the path, or answers 404 (also for another
+// customer's task and for an id that could not exist, which never reaches a Redis key) or 503.
+func (a *API) record(w http.ResponseWriter, r *http.Request, p customer.Profile) (status.Record, bool) {
+	id := r.PathValue("taskId")
+	if !event.ValidTaskID(id) {
+		writeError(w, http.StatusNotFound, "task not found")
+		return status.Record{}, false
+	}
+	rec, err := a.Status.Get(r.Context(), p.ID, id)
+	// A record without its task (never written whole) has nothing to show or resend.
+	if errors.Is(err, status.ErrNotFound) || (err == nil && (rec.CustomerID != p.ID || len(rec.Task) == 0)) {
+		writeError(w, http.StatusNotFound, "task not found")
+		return status.Record{}, false
+	}
+	if err != nil {
+		a.Log.Warn("reading task status failed", zap.String("customer_id", p.ID), zap.String("task_id", id), zap.Error(err))
+		unavailable(w)
+		return status.Record{}, false
+	}
+	return rec, true
+}
+
+func (a *API) getTask(w http.ResponseWriter, r *http.Request, p customer.Profile) {
+	rec, ok := a.record(w, r, p)
+	if !ok {
+		return
+	}
+	body, err := taskWithFlag(rec.Task, rec.Succeeded)
+	if err != nil {
+		a.Log.Error("stored task is unreadable", zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID), zap.Error(err))
+		writeError(w, http.StatusInternalServerError, "stored task is unreadable")
+		return
+	}
+	writeRaw(w, http.StatusOK, body)
+}
+
+const flagField = "callback_succeeded"
+
+// taskWithFlag is the stored task object with "callback_succeeded" added when the flag is known.
+// The stored bytes are kept as they are; a field of that name in the task itself is dropped, so
+// the field has one meaning only.
+func taskWithFlag(task json.RawMessage, flag *bool) ([]byte, error) {
+	if bytes.Contains(task, []byte(`"`+flagField+`"`)) {
+		var err error
+		if task, err = withoutTopLevelField(task, flagField); err != nil {
+			return nil, err
+		}
+	}
+	if flag == nil {
+		return task, nil
+	}
+	task = bytes.TrimSpace(task)
+	if len(task) < 2 || task[0] != '{' || task[len(task)-1] != '}' {
+		return nil, errors.New("task is not a JSON object")
+	}
+	out := make([]byte, 0, len(task)+32)
+	out = append(out, task[:len(task)-1]...)
+	if len(bytes.TrimSpace(task[1:len(task)-1])) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, `"`+flagField+`":`...)
+	out = strconv.AppendBool(out, *flag)
+	return append(out, '}'), nil
+}
+
+// withoutTopLevelField rewrites a JSON object without one of its top-level fields, keeping the
+// others in order.
+func withoutTopLevelField(obj json.RawMessage, name string) (json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("task is not a JSON object")
+	}
+	var out bytes.Buffer
+	out.WriteByte('{')
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, _ := tok.(string)
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return nil, err
+		}
+		if key == name {
+			continue
+		}
+		if out.Len() > 1 {
+			out.WriteByte(',')
+		}
+		k, _ := json.Marshal(key)
+		out.Write(k)
+		out.WriteByte(':')
+		out.Write(val)
+	}
+	out.WriteByte('}')
+	return out.Bytes(), nil
+}
+
+// callbackView is GET /v1/task/{taskId}/callback.
+type callbackView struct {
+	TaskID            string        `json:"task_id"`
+	WebhookID         string        `json:"webhook_id"`
+	Target            *string       `json:"target"`
+	State             status.State  `json:"state"`
+	CallbackSucceeded *bool         `json:"callback_succeeded"`
+	Delivery          int           `json:"delivery"`
+	Attempts          []attemptView `json:"attempts"`
+	NextAttemptAt     *time.Time    `json:"next_attempt_at"`
+}
+
+type attemptView struct {
+	Attempt  int       `json:"attempt"`
+	Delivery int       `json:"delivery"`
+	At       time.Time `json:"at"`
+	// StatusCode is null when no HTTP answer came (refused connection, timeout, email).
+	StatusCode      *int   `json:"status_code"`
+	Error           string `json:"error"`
+	DurationMS      int64  `json:"duration_ms"`
+	ResponseExcerpt string `json:"response_excerpt"`
+}
+
+func (a *API) getCallback(w http.ResponseWriter, r *http.Request, p customer.Profile) {
+	rec, ok := a.record(w, r, p)
+	if !ok {
+		return
+	}
+	v := callbackView{
+		TaskID:            rec.TaskID,
+		WebhookID:         rec.WebhookID,
+		State:             rec.State,
+		CallbackSucceeded: rec.Succeeded,
+		Delivery:          rec.Delivery,
+		Attempts:          make([]attemptView, 0, len(rec.Log)),
+		NextAttemptAt:     rec.NextAttemptAt,
+	}
+	if rec.Target != "" {
+		v.Target = &rec.Target
+	}
+	for _, e := range rec.Log {
+		av := attemptView{Attempt: e.Attempt, Delivery: e.Delivery, At: e.At, Error: e.Error,
+			DurationMS: e.DurationMS, ResponseExcerpt: e.ResponseExcerpt}
+		if e.StatusCode != 0 {
+			av.StatusCode = &e.StatusCode
+		}
+		v.Attempts = append(v.Attempts, av)
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+type sendCallbackView struct {
+	TaskID      string `json:"task_id"`
+	CallbackURL string `json:"callback_url"`
+	Status      string `json:"status"`
+}
+
+// sendCallback puts the stored original back on the stream. The worker delivers the same body
+// with the same webhook-id to the task's target as it is now: the task's own callback_url, else
+// the profile's current default. The new delivery supersedes any earlier one of the task, so a
+// retrying delivery stops racing it for the flag.
+func (a *API) sendCallback(w http.ResponseWriter, r *http.Request, p customer.Profile) {
+	if ok, wait := a.limiter.allow(p.ID, a.now()); !ok {
+		secs := max(1, int(math.Ceil(wait.Seconds())))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		writeError(w, http.StatusTooManyRequests,
+			fmt.Sprintf("too many send-callback requests; retry in %d seconds", secs))
+		return
+	}
+	rec, ok := a.record(w, r, p)
+	if !ok {
+		return
+	}
+	log := a.Log.With(zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID))
+	ev, err := event.Decode(storedEvent(p.ID, rec.Task))
+	if err != nil || rec.WebhookID == "" {
+		log.Error("stored task cannot be resent", zap.Error(err), zap.Bool("has_webhook_id", rec.WebhookID != ""))
+		writeError(w, http.StatusInternalServerError, "the stored task cannot be resent")
+		return
+	}
+	tgt, err := target.Resolve(ev.CallbackURL, p.DefaultCallbackURL)
+	switch {
+	case err != nil:
+		writeError(w, http.StatusConflict, "the task's callback target is unusable: "+err.Error())
+		return
+	case tgt.Kind == target.None:
+		writeError(w, http.StatusConflict,
+			"no callback target: the task has no callback_url and the profile has no default_callback_url")
+		return
+	}
+	// From here on the resend happens whether or not the client waits for the answer.
+	ctx := context.WithoutCancel(r.Context())
+	seq, err := a.Resender.Resend(ctx, ev, rec.WebhookID)
+	if err != nil {
+		log.Warn("publishing a resend failed", zap.Error(err))
+		unavailable(w)
+		return
+	}
+	d := status.Delivery{CustomerID: p.ID, TaskID: ev.TaskID, WebhookID: rec.WebhookID, Task: ev.Task, Chain: seq}
+	if _, err := a.Status.Queue(ctx, d, a.now()); err != nil {
+		// The resend is on the stream; the worker's first attempt records the new delivery.
+		log.Warn("recording a queued resend failed", zap.Error(err))
+	}
+	log.Info("resend queued", zap.Uint64("chain", seq), zap.String("target_host", tgt.Host()))
+	writeJSON(w, http.StatusOK, sendCallbackView{TaskID: ev.TaskID, CallbackURL: tgt.Raw, Status: "queued"})
+}
+
+// storedEvent rebuilds the completion event around a stored task, as event.Event.Marshal lays it
+// out; the customer id is an authenticated, validated one.
+func storedEvent(customerID string, task json.RawMessage) []byte {
+	b := make([]byte, 0, len(task)+len(customerID)+32)
+	b = append(b, `{"customer_id":"`...)
+	b = append(b, customerID...)
+	b = append(b, `","task":`...)
+	b = append(b, task...)
+	return append(b, '}')
+}

@@ -1,0 +1,105 @@
+// Command gateway is the HTTP API that customers and operators use (CONTRACT §4): profiles and
+// keys, task status with its attempt log, and resends. Configuration is read from the
+// environment (see internal/api/config.go and README.md).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"refonte.ai/callbacks/pkg/conn"
+	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/env"
+	"refonte.ai/callbacks/pkg/health"
+	"refonte.ai/callbacks/pkg/logging"
+	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/services/gateway/internal/api"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	cfg, err := api.LoadConfig(env.New())
+	if err != nil {
+		return err
+	}
+	log, err := logging.New("gateway", cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	nc, err := conn.NATS(cfg.NATSURL, "refonte-gateway", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	rdb, err := conn.Redis(cfg.RedisURL, 0)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	pub := startPublisher(ctx, js, cfg.Stream, log)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := api.New(cfg, api.Deps{
+		Customers: customer.NewStore(rdb, cfg.RedisPrefix),
+		Status:    status.NewStore(rdb, cfg.RedisPrefix, cfg.Retention),
+		Resender:  pub,
+		Announcer: api.NATSAnnouncer{Conn: nc},
+		Checks:    map[string]health.Check{"nats": health.NATS(nc), "redis": health.Redis(rdb), "stream": pub.Ready},
+		Log:       log,
+		Registry:  reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	srv := api.NewServer(cfg, a.Handler(), log)
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe() }()
+	log.Info("gateway started", zap.String("addr", cfg.Addr), zap.Bool("admin_api", cfg.AdminToken != ""))
+
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing requests in flight")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	// Resends were acknowledged by JetStream and announcements flushed before each answer; this
+	// only bounds the wait for anything a client abandoned mid-request.
+	_ = nc.FlushTimeout(2 * time.Second)
+	log.Info("gateway stopped")
+	return nil
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"refonte.ai/callbacks/pkg/event"
+	"refonte.ai/callbacks/pkg/publish"
+	"refonte.ai/callbacks/pkg/stream"
+)
+
+// lazyPublisher lets the gateway serve (health, status reads) before JetStream is up: the
+// stream is ensured in the background, and resends answer 503 until it is.
+type lazyPublisher struct {
+	p atomic.Pointer[publish.Publisher]
+}
+
+var errStreamNotReady = errors.New("the stream is not ready yet")
+
+func startPublisher(ctx context.Context, js jetstream.JetStream, cfg stream.Config, log *zap.Logger) *lazyPublisher {
+	l := &lazyPublisher{}
+	go func() {
+		for {
+			p, err := publish.New(ctx, js, cfg)
+			if err == nil {
+				l.p.Store(p)
+				return
+			}
+			log.Warn("waiting for JetStream", zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return l
+}
+
+func (l *lazyPublisher) Resend(ctx context.Context, ev event.Event, webhookID string) (uint64, error) {
+	p := l.p.Load()
+	if p == nil {
+		return 0, errStreamNotReady
+	}
+	return p.Resend(ctx, ev, webhookID)
+}
+
+// Ready is a readiness check.
+func (l *lazyPublisher) Ready(context.Context) error {
+	if l.p.Load() == nil {
+		return errStreamNotReady
+	}
+	return nil
+}
