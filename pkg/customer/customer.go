@@ -39,7 +39,9 @@ type Profile struct {
 	PreviousSecret     string    `json:"-"`
 	PreviousSecretEnds time.Time `json:"-"`
 	CreatedAt          time.Time `json:"created_at"`
-	apiKeyHash         string
+	// Version grows with every change, so a cached copy can tell it is stale.
+	Version    int64 `json:"-"`
+	apiKeyHash string
 }
 
 // SigningKeys are the keys that sign a callback at now: the current secret, and the previous one
@@ -93,6 +95,12 @@ func (s *Store) Create(ctx context.Context, id, defaultURL string) (Profile, Cre
 		CreatedAt:          now,
 		apiKeyHash:         hash,
 	}
+	// The key's index entry goes first: should the profile write then fail, the entry points
+	// at no customer and authenticates nobody, and a retry of Create starts afresh. The other
+	// order could leave a customer whose only API key was never indexed.
+	if err := s.rdb.Set(ctx, s.apiKeyKey(hash), id, 0).Err(); err != nil {
+		return Profile{}, Credentials{}, fmt.Errorf("create customer: index api key: %w", err)
+	}
 	created, err := createScript.Run(ctx, s.rdb, []string{s.profileKey(id)},
 		"customer_id", id,
 		"default_callback_url", defaultURL,
@@ -100,16 +108,18 @@ func (s *Store) Create(ctx context.Context, id, defaultURL string) (Profile, Cre
 		"signing_secret", p.SigningSecret,
 		"api_key_hash", hash,
 		"created_at", now.Format(time.RFC3339Nano),
+		"version", 1,
 	).Int()
+	if err != nil || created == 0 {
+		s.rdb.Del(ctx, s.apiKeyKey(hash))
+	}
 	if err != nil {
 		return Profile{}, Credentials{}, fmt.Errorf("create customer: %w", err)
 	}
 	if created == 0 {
 		return Profile{}, Credentials{}, ErrExists
 	}
-	if err := s.rdb.Set(ctx, s.apiKeyKey(hash), id, 0).Err(); err != nil {
-		return Profile{}, Credentials{}, fmt.Errorf("create customer: index api key: %w", err)
-	}
+	p.Version = 1
 	return p, Credentials{APIKey: apiKey}, nil
 }
 
@@ -136,6 +146,7 @@ func (s *Store) Get(ctx context.Context, id string) (Profile, error) {
 		apiKeyHash:         m["api_key_hash"],
 	}
 	p.CreatedAt, _ = time.Parse(time.RFC3339Nano, m["created_at"])
+	p.Version, _ = strconv.ParseInt(m["version"], 10, 64)
 	if ms, err := strconv.ParseInt(m["previous_secret_ends_ms"], 10, 64); err == nil {
 		p.PreviousSecretEnds = time.UnixMilli(ms)
 	}
@@ -203,6 +214,7 @@ local cur = redis.call('HGET', KEYS[1], 'signing_secret')
 if not cur then return 0 end
 redis.call('HSET', KEYS[1], 'previous_signing_secret', cur, 'previous_secret_ends_ms', ARGV[2],
   'signing_secret', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1`)
 
 // RotateAPIKey issues a new API key; the old one stops working at once.
@@ -239,6 +251,7 @@ func (s *Store) updateExisting(ctx context.Context, id, field, value string) err
 var updateScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1`)
 
 func newToken(prefix string) string {

@@ -1,7 +1,9 @@
 -- One script for every change to a task's delivery status, so each change is atomic and the
 -- ordering rules live in one place.
 --
--- KEYS[1] task hash, KEYS[2] attempt log (list), KEYS[3] the customer's time index (sorted set)
+-- KEYS[1] task hash, KEYS[2] attempt log (list), KEYS[3] the customer's time index (sorted set),
+-- KEYS[4] the customer's profile hash (only its version is read), KEYS[5] the task's deliveries
+-- (hash: chain -> "q:<delivery>" once queued, "b:<delivery>" once begun)
 -- ARGV[1]  op: "begin" | "finish" | "queue"
 -- ARGV[2]  chain: stream sequence of the message that carries this delivery
 -- ARGV[3]  now, unix ms
@@ -16,8 +18,11 @@
 -- A delivery is identified by its chain. A newer chain (a resend, or a new completion event for
 -- the same task) supersedes an older one: the older one's results are logged but never change
 -- the state or the flag again. Within a chain, "succeeded" is final and "failed" yields only to a
--- success.
-local task, log, index = KEYS[1], KEYS[2], KEYS[3]
+-- success. A superseded resend that never began gets one attempt of its own (each send-callback
+-- request is one more delivery), but no retries: only the newest chain retries and sets the flag.
+--
+-- Every reply is {verdict, number, delivery, profile version}.
+local task, log, index, profile, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local op = ARGV[1]
 local chain = tonumber(ARGV[2])
 local now = ARGV[3]
@@ -27,7 +32,10 @@ local maxlog = 200
 local function expire()
   redis.call('EXPIRE', task, retention)
   redis.call('EXPIRE', log, retention)
+  redis.call('EXPIRE', deliveries, retention)
 end
+
+local version = tonumber(redis.call('HGET', profile, 'version') or '0')
 
 local function touch_index()
   redis.call('ZADD', index, now, ARGV[8])
@@ -51,25 +59,35 @@ if chain > cur then
     'webhook_id', ARGV[5], 'task', ARGV[6], 'customer_id', ARGV[7], 'task_id', ARGV[8],
     'queued_at', now, 'updated_at', now)
   redis.call('HDEL', task, 'inflight', 'next_attempt_at')
+  redis.call('HSET', deliveries, chain, 'q:' .. delivery)
   cur = chain
 end
 
 if op == 'queue' then
   expire()
-  return {0, 0, tonumber(redis.call('HGET', task, 'delivery'))}
+  return {0, 0, tonumber(redis.call('HGET', task, 'delivery')), version}
 end
 
 local delivery = tonumber(redis.call('HGET', task, 'delivery'))
 local state = redis.call('HGET', task, 'state')
 
 if op == 'begin' then
-  if chain < cur then return {1, 0, delivery} end
-  if state == 'succeeded' or state == 'failed' or state == 'no_callback' then return {2, 0, delivery} end
+  if chain < cur then
+    local mark = redis.call('HGET', deliveries, chain)
+    if mark and string.sub(mark, 1, 2) == 'q:' then
+      local d = tonumber(string.sub(mark, 3))
+      redis.call('HSET', deliveries, chain, 'b:' .. d)
+      return {5, 1, d, version}
+    end
+    return {1, 0, delivery, version}
+  end
+  redis.call('HSET', deliveries, chain, 'b:' .. delivery)
+  if state == 'succeeded' or state == 'failed' or state == 'no_callback' then return {2, 0, delivery, version} end
   -- A retry that comes back early (its NakWithDelay was lost and AckWait ran out) waits for its
   -- turn: the schedule lives here, not in the broker.
   local due = tonumber(redis.call('HGET', task, 'next_attempt_at') or '0')
   if state == 'retrying' and due - tonumber(now) > 1000 then
-    return {4, due - tonumber(now), delivery}
+    return {4, due - tonumber(now), delivery, version}
   end
   local attempts = tonumber(redis.call('HGET', task, 'attempts') or '0')
   local inflight = tonumber(redis.call('HGET', task, 'inflight') or '0')
@@ -83,20 +101,20 @@ if op == 'begin' then
     redis.call('HDEL', task, 'next_attempt_at')
     touch_index()
     expire()
-    return {3, attempts, delivery}
+    return {3, attempts, delivery, version}
   end
   attempts = attempts + 1
   redis.call('HSET', task, 'attempts', attempts, 'inflight', attempts, 'target', ARGV[9], 'updated_at', now)
   if state == 'pending' and attempts > 1 then redis.call('HSET', task, 'state', 'retrying') end
   expire()
-  return {0, attempts, delivery}
+  return {0, attempts, delivery, version}
 end
 
 -- finish
 local attempt = tonumber(ARGV[10])
 local outcome = ARGV[11]
 if ARGV[12] ~= '' then push_log(ARGV[12]) end
-if chain < cur then expire() return {1, 0, delivery} end
+if chain < cur then expire() return {1, 0, delivery, version} end
 if tonumber(redis.call('HGET', task, 'inflight') or '0') == attempt then
   redis.call('HDEL', task, 'inflight')
 end
@@ -104,7 +122,7 @@ redis.call('HSET', task, 'target', ARGV[9], 'updated_at', now)
 local attempts = tonumber(redis.call('HGET', task, 'attempts') or '0')
 if state == 'succeeded' or (state == 'failed' and outcome ~= 'succeeded') then
   expire()
-  return {2, attempts, delivery}
+  return {2, attempts, delivery, version}
 end
 if outcome == 'succeeded' then
   redis.call('HSET', task, 'state', 'succeeded', 'succeeded', '1', 'last_attempt_at', now)
@@ -122,4 +140,4 @@ elseif outcome == 'no_callback' then
 end
 touch_index()
 expire()
-return {0, attempts, delivery}
+return {0, attempts, delivery, version}

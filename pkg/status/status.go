@@ -58,9 +58,13 @@ func (s *Store) Load(ctx context.Context) error {
 	return recordScript.Load(ctx, s.rdb).Err()
 }
 
+// keys are the keys one task's status touches. They share the {customer_id} hash tag, so they
+// live in one Redis Cluster slot with the customer's profile, whose version Begin reports (the
+// profile key's form is pkg/customer's; a test holds the two together).
 func (s *Store) keys(customerID, taskID string) []string {
 	tag := s.prefix + "{" + customerID + "}:"
-	return []string{tag + "task:" + taskID, tag + "attempts:" + taskID, tag + "index"}
+	return []string{tag + "task:" + taskID, tag + "attempts:" + taskID, tag + "index",
+		tag + "profile", tag + "deliveries:" + taskID}
 }
 
 // Delivery identifies one delivery of a task's callback: the original, or a resend.
@@ -88,6 +92,9 @@ const (
 	Exhausted
 	// NotDue: the next attempt is not due yet; Begun.Wait says how long until it is.
 	NotDue
+	// OneShot: a resend superseded by a newer one before it began. It makes one attempt of its
+	// own, logged under its delivery number, and never retries or changes the state.
+	OneShot
 )
 
 // Begun is Begin's answer.
@@ -96,6 +103,9 @@ type Begun struct {
 	Attempt  int // 1-based attempt number within the delivery
 	Delivery int // 1 for the original delivery, 2 for the first resend, …
 	Wait     time.Duration
+	// ProfileVersion is the customer profile's version as Redis has it now: a worker whose
+	// cached profile is older reloads it, so a rotated key is used from the next attempt on.
+	ProfileVersion int64
 }
 
 func (s *Store) run(ctx context.Context, op string, d Delivery, now time.Time, extra ...any) ([]int64, error) {
@@ -107,7 +117,7 @@ func (s *Store) run(ctx context.Context, op string, d Delivery, now time.Time, e
 	if err != nil {
 		return nil, fmt.Errorf("status %s: %w", op, err)
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return nil, fmt.Errorf("status %s: unexpected reply %v", op, res)
 	}
 	return res, nil
@@ -120,7 +130,7 @@ func (s *Store) Begin(ctx context.Context, d Delivery, target string, maxAttempt
 	if err != nil {
 		return Begun{}, err
 	}
-	b := Begun{Verdict: Verdict(res[0]), Delivery: int(res[2])}
+	b := Begun{Verdict: Verdict(res[0]), Delivery: int(res[2]), ProfileVersion: res[3]}
 	if b.Verdict == NotDue {
 		b.Wait = time.Duration(res[1]) * time.Millisecond
 	} else {

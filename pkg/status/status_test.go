@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/status"
 )
 
@@ -191,5 +192,58 @@ func TestStatus_keys_expire(t *testing.T) {
 		if ttl <= 24*time.Hour || ttl > 25*time.Hour {
 			t.Errorf("%s TTL = %s, want the 25h retention", k, ttl)
 		}
+	}
+}
+
+// Two resends asked for back to back: the older one, superseded before it began, still makes its
+// one attempt (each send-callback is one more delivery), but only the newer one retries.
+func TestStatus_superseded_resend_gets_one_attempt(t *testing.T) {
+	s := newStore(t)
+	orig := delivery(1)
+	begin(t, s, orig, 21)
+	finish(t, s, orig, 1, status.OutcomeSucceeded, time.Time{})
+	r1, r2 := delivery(10), delivery(11)
+	if _, err := s.Queue(ctx, r1, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Queue(ctx, r2, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	b := begin(t, s, r1, 21)
+	if b.Verdict != status.OneShot || b.Delivery != 2 || b.Attempt != 1 {
+		t.Fatalf("older resend begin = %+v, want one shot as delivery 2", b)
+	}
+	if b := begin(t, s, r1, 21); b.Verdict != status.Superseded {
+		t.Errorf("older resend redelivered = %+v, want superseded (its one attempt is used)", b)
+	}
+	if finish(t, s, r1, 1, status.OutcomeFailed, time.Time{}) {
+		t.Error("the superseded resend's outcome changed the state")
+	}
+	if b := begin(t, s, r2, 21); b.Verdict != status.Attempt || b.Delivery != 3 {
+		t.Errorf("newer resend begin = %+v, want attempt of delivery 3", b)
+	}
+	// The original, parked and redelivered, had begun long ago: it is simply superseded.
+	if b := begin(t, s, orig, 21); b.Verdict != status.Superseded {
+		t.Errorf("original redelivered = %+v, want superseded", b)
+	}
+}
+
+// Begin reports the version of the profile pkg/customer writes, under the same key.
+func TestStatus_begin_reports_the_profile_version(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	s := status.NewStore(rdb, prefix, 48*time.Hour)
+	customers := customer.NewStore(rdb, prefix)
+	if _, _, err := customers.Create(ctx, "c1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if b := begin(t, s, delivery(1), 21); b.ProfileVersion != 1 {
+		t.Fatalf("version %d, want 1", b.ProfileVersion)
+	}
+	p, err := customers.RotateCallbackAuthKey(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := begin(t, s, delivery(1), 21); b.ProfileVersion != p.Version || p.Version != 2 {
+		t.Errorf("after a rotation Begin reports %d, the profile has %d; want 2", b.ProfileVersion, p.Version)
 	}
 }

@@ -38,11 +38,13 @@ type harness struct {
 	invalid   *invalid.Store
 	pub       *publish.Publisher
 	log       *zap.Logger
+	// profileTTL is how long the worker caches a profile (1s unless a test changes it).
+	profileTTL time.Duration
 }
 
 func newHarness(t *testing.T, vars map[string]string) *harness {
 	t.Helper()
-	h := &harness{t: t, nats: testenv.StartNATS(t)}
+	h := &harness{t: t, nats: testenv.StartNATS(t), profileTTL: time.Second}
 	h.nc, h.js = h.nats.Connect(t)
 	var prefix string
 	h.rdb, prefix = testenv.Redis(t)
@@ -86,7 +88,7 @@ func (h *harness) startWorker() (stop func()) {
 	}
 	w, err := worker.New(h.cfg, worker.Deps{
 		Consumer:   consumer,
-		Profiles:   customer.NewCache(h.customers, time.Second),
+		Profiles:   customer.NewCache(h.customers, h.profileTTL),
 		Status:     h.statuses,
 		Invalid:    h.invalid,
 		Transports: transports,

@@ -39,6 +39,7 @@ type Transport interface {
 
 type profileSource interface {
 	Get(ctx context.Context, customerID string) (customer.Profile, error)
+	Invalidate(customerID string)
 }
 
 type statusRecorder interface {
@@ -278,8 +279,17 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 		log.Warn("attempts exhausted", zap.Int("attempt", begun.Attempt))
 		return never("attempts exhausted")
 	}
+	if begun.ProfileVersion > profile.Version {
+		// Redis has a newer profile than the cache (a key was rotated a moment ago): the
+		// rotated key is used from this attempt on. The target stays as resolved.
+		w.Profiles.Invalidate(ev.CustomerID)
+		if fresh, err := w.Profiles.Get(ctx, ev.CustomerID); err == nil {
+			profile = fresh
+		}
+	}
+	oneShot := begun.Verdict == status.OneShot
 	log = log.With(zap.Int("attempt", begun.Attempt), zap.Int("delivery", begun.Delivery),
-		zap.String("target_host", tgt.Host()))
+		zap.String("target_host", tgt.Host()), zap.Bool("superseded_resend", oneShot))
 
 	var res delivery.Result
 	if targetErr != nil {
@@ -307,6 +317,10 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 		} else {
 			outcome, dec = status.OutcomeFailed, never("attempts exhausted")
 		}
+	}
+	if oneShot {
+		// A newer resend owns the retries and the flag; this one was its own delivery once.
+		dec, next = done(), time.Time{}
 	}
 	if res.Err != nil {
 		entry.Error = res.Err.Error()

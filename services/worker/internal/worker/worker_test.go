@@ -396,3 +396,26 @@ func TestScale_two_workers_share_the_stream_without_duplicates(t *testing.T) {
 		}
 	}
 }
+
+// A rotated auth key and signing secret are used from the next attempt on, even by a worker whose
+// cached profile is older and that missed the announcement: Begin reports the profile's version.
+func TestRotation_is_used_at_once_despite_a_stale_cache(t *testing.T) {
+	h := newHarness(t, nil)
+	h.profileTTL = time.Hour
+	rc := testenv.NewReceiver(t, nil)
+	before := h.newCustomer("c1", rc.URL)
+	h.startWorker()
+	h.publish("c1", task("t1", ""))
+	h.waitFinal("c1", "t1", 10*time.Second) // the worker now caches the profile
+
+	after, err := h.customers.RotateCallbackAuthKey(context.Background(), "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.publish("c1", task("t2", ""))
+	h.waitFinal("c1", "t2", 10*time.Second)
+	reqs := rc.Requests()
+	if got := reqs[1].Header.Get("refonte-ai--callback-auth"); got != after.CallbackAuthKey || got == before.CallbackAuthKey {
+		t.Errorf("callback after rotation carries %q, want the new key", got)
+	}
+}

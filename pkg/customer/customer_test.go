@@ -1,0 +1,84 @@
+package customer_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/customer"
+)
+
+var ctx = context.Background()
+
+func TestCreate_authenticate_and_rotate(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	s := customer.NewStore(rdb, prefix)
+	p, creds, err := s.Create(ctx, "c1", "https://hooks.example/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(p.SigningSecret, "whsec_") || p.CallbackAuthKey == "" || creds.APIKey == "" || p.Version != 1 {
+		t.Fatalf("created %+v", p)
+	}
+	if _, _, err := s.Create(ctx, "c1", ""); !errors.Is(err, customer.ErrExists) {
+		t.Errorf("second create: %v, want ErrExists", err)
+	}
+	// Only a hash of the API key is stored.
+	keys, _ := rdb.Keys(ctx, prefix+"*").Result()
+	for _, k := range keys {
+		if strings.Contains(k, creds.APIKey) {
+			t.Errorf("API key in a key name: %s", k)
+		}
+		if v, _ := rdb.HGetAll(ctx, k).Result(); strings.Contains(strings.Join(values(v), " "), creds.APIKey) {
+			t.Errorf("API key stored in %s", k)
+		}
+	}
+	got, err := s.Authenticate(ctx, creds.APIKey)
+	if err != nil || got.ID != "c1" {
+		t.Fatalf("authenticate: %v %v", got.ID, err)
+	}
+	for _, bad := range []string{"", creds.APIKey + "x", "rk_live_nope"} {
+		if _, err := s.Authenticate(ctx, bad); !errors.Is(err, customer.ErrNotFound) {
+			t.Errorf("Authenticate(%q) = %v", bad, err)
+		}
+	}
+
+	rotated, err := s.RotateSigningSecret(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated.PreviousSecret != p.SigningSecret || rotated.SigningSecret == p.SigningSecret {
+		t.Error("rotation did not keep the previous secret")
+	}
+	if keys, _ := rotated.SigningKeys(time.Now()); len(keys) != 2 {
+		t.Errorf("%d signing keys during the overlap, want 2", len(keys))
+	}
+	if keys, _ := rotated.SigningKeys(time.Now().Add(customer.SecretOverlap + time.Minute)); len(keys) != 1 {
+		t.Errorf("%d signing keys after the overlap, want 1", len(keys))
+	}
+	newCreds, err := s.RotateAPIKey(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, creds.APIKey); !errors.Is(err, customer.ErrNotFound) {
+		t.Error("the old API key still works after rotation")
+	}
+	if _, err := s.Authenticate(ctx, newCreds.APIKey); err != nil {
+		t.Errorf("the new API key does not work: %v", err)
+	}
+	final, _ := s.Get(ctx, "c1")
+	if final.Version != 3 {
+		t.Errorf("version %d after two changes, want 3", final.Version)
+	}
+}
+
+func values(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
