@@ -331,3 +331,34 @@ func TestTask_of_another_customer_or_unknown_is_404(t *testing.T) {
 		t.Errorf("receiver saw %d requests; another customer's send-callback must not resend", rc.Count())
 	}
 }
+
+// Two send-callback requests in a row, without waiting: each is one more delivery, and the task
+// ends with one state, set by the newer one.
+func TestSendCallback_twice_in_a_row_gives_two_deliveries(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.startWorker()
+	rc := testenv.NewReceiver(t, nil)
+	c := h.createCustomer("cust_b", "")
+	h.publish(c.CustomerID, task("t1", rc.URL))
+	h.waitCallback(c.APIKey, "t1", 10*time.Second, "delivered", func(v callbackView) bool { return v.State == "succeeded" })
+	for range 2 {
+		if res := h.as(c.APIKey, "POST", "/v1/task/t1/send-callback", nil); res.Code != http.StatusOK {
+			t.Fatalf("send-callback: %d %s", res.Code, res.Body)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return rc.Count() >= 3 }, "two more deliveries (have %d)", rc.Count())
+	v := h.waitCallback(c.APIKey, "t1", 10*time.Second, "the newest resend succeeded", func(v callbackView) bool {
+		return v.Delivery == 3 && v.State == "succeeded"
+	})
+	if v.CallbackSucceeded == nil || !*v.CallbackSucceeded {
+		t.Errorf("callback_succeeded = %v, want true", v.CallbackSucceeded)
+	}
+	ids := map[string]bool{}
+	for _, r := range rc.Requests() {
+		ids[r.Header.Get("webhook-id")] = true
+	}
+	if rc.Count() != 3 || len(ids) != 1 {
+		t.Errorf("%d requests with %d webhook ids, want 3 with one", rc.Count(), len(ids))
+	}
+}
