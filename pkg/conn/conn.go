@@ -4,6 +4,8 @@ package conn
 
 import (
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,16 +43,54 @@ func NATS(url, name string, log *zap.Logger) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// Redis parses a redis:// or rediss:// URL into a client. Short timeouts: a status write that
-// hangs holds a delivery slot, and a failed one is retried by the caller.
-func Redis(url string, poolSize int) (redis.UniversalClient, error) {
-	opt, err := redis.ParseURL(url)
+// Redis builds a client from REDIS_URL. Three forms:
+//
+//	redis://[user:pass@]host:port/db             one server (rediss:// for TLS)
+//	redis-cluster://host1:port?addr=host2:port&addr=host3:port   Redis Cluster
+//	redis-sentinel://host1:26379?addr=host2:26379&master=NAME&db=0  Sentinel-managed primary
+//
+// Every key a script touches carries the customer's hash tag, so the scripts run unchanged on a
+// cluster. Short timeouts: a status write that hangs holds a delivery slot, and a failed one is
+// retried by the caller.
+func Redis(rawURL string, poolSize int) (redis.UniversalClient, error) {
+	const timeout = 2 * time.Second
+	switch {
+	case strings.HasPrefix(rawURL, "redis-cluster://"):
+		opt, err := redis.ParseClusterURL("redis://" + strings.TrimPrefix(rawURL, "redis-cluster://"))
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = timeout, timeout, timeout
+		if poolSize > 0 {
+			opt.PoolSize = poolSize
+		}
+		return redis.NewClusterClient(opt), nil
+	case strings.HasPrefix(rawURL, "redis-sentinel://"):
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		q := u.Query()
+		if q.Get("master") == "" {
+			return nil, fmt.Errorf("REDIS_URL: a sentinel URL needs ?master=NAME")
+		}
+		db, _ := strconv.Atoi(q.Get("db"))
+		pass, _ := u.User.Password()
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:    q.Get("master"),
+			SentinelAddrs: append([]string{u.Host}, q["addr"]...),
+			Username:      u.User.Username(),
+			Password:      pass,
+			DB:            db,
+			DialTimeout:   timeout, ReadTimeout: timeout, WriteTimeout: timeout,
+			PoolSize: poolSize,
+		}), nil
+	}
+	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
-	opt.DialTimeout = 2 * time.Second
-	opt.ReadTimeout = 2 * time.Second
-	opt.WriteTimeout = 2 * time.Second
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = timeout, timeout, timeout
 	if poolSize > 0 {
 		opt.PoolSize = poolSize
 	}
