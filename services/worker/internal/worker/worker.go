@@ -65,11 +65,11 @@ type Deps struct {
 // Worker pulls callbacks from the shared consumer and delivers them.
 type Worker struct {
 	Deps
-	schedule  schedule.Schedule
-	slots     int
-	hosts     *hostLimiter
-	userAgent string
-	now       func() time.Time
+	schedule schedule.Schedule
+	slots    int
+	hosts    *hostLimiter
+	grace    time.Duration
+	now      func() time.Time
 }
 
 // New builds a worker from its config and collaborators.
@@ -85,6 +85,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		schedule: cfg.Schedule,
 		slots:    cfg.Concurrency,
 		hosts:    newHostLimiter(cfg.HostConcurrency),
+		grace:    cfg.ShutdownGrace,
 		now:      time.Now,
 	}, nil
 }
@@ -101,7 +102,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		free <- struct{}{}
 	}
 	var inflight sync.WaitGroup
-	defer inflight.Wait()
+	defer w.drain(&inflight)
 	failures := 0
 	for {
 		select {
@@ -159,6 +160,25 @@ func (w *Worker) Run(ctx context.Context) error {
 			!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoHeartbeat) {
 			w.Log.Debug("pull ended", zap.Error(err))
 		}
+	}
+}
+
+// drain waits for the deliveries in flight after shutdown began, for at most the grace period.
+// One still running then is abandoned: its message comes back after AckWait and the attempt is
+// logged as interrupted.
+func (w *Worker) drain(inflight *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() {
+		inflight.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(w.grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		w.Log.Warn("shutdown grace over with deliveries still in flight; they will be redelivered",
+			zap.Duration("grace", w.grace))
 	}
 }
 
