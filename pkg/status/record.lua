@@ -83,10 +83,11 @@ if op == 'begin' then
   end
   redis.call('HSET', deliveries, chain, 'b:' .. delivery)
   if state == 'succeeded' or state == 'failed' or state == 'no_callback' then return {2, 0, delivery, version} end
-  -- A retry that comes back early (its NakWithDelay was lost and AckWait ran out) waits for its
-  -- turn: the schedule lives here, not in the broker.
+  -- A retry that comes back early waits for its turn: the schedule lives here, not in the
+  -- broker. It happens when a NakWithDelay is lost and AckWait runs out first, and after every
+  -- broker restart, since nats-server stores pending times rounded down to whole seconds.
   local due = tonumber(redis.call('HGET', task, 'next_attempt_at') or '0')
-  if state == 'retrying' and due - tonumber(now) > 1000 then
+  if state == 'retrying' and due > tonumber(now) then
     return {4, due - tonumber(now), delivery, version}
   end
   local attempts = tonumber(redis.call('HGET', task, 'attempts') or '0')
