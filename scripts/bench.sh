@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Benchmarks and standard load runs of the callback fleet; results go to $BENCH_OUT
+# (default /tmp/refonte-bench/<date>), with a summary printed at the end.
+#
+#   scripts/bench.sh            micro benchmarks, whole-delivery benchmark + CPU profile, load runs
+#   scripts/bench.sh micro      only the go test benchmarks
+#   scripts/bench.sh load       only the load runs
+#
+# Needs Redis at $REDIS_URL (default redis://127.0.0.1:6379/0; keys go under a prefix of each
+# run's own and are deleted afterwards), or PRIVATE_REDIS=1 to start a redis-server of its own on
+# a free loopback port (its CPU then belongs to the run alone). Everything runs on loopback.
+# With perf installed, the max-rate run records a call-graph profile of the workers, nats-server
+# and Redis (PERF=0 skips it). Knobs (environment):
+#   BENCH_COUNT=3          -count of the micro benchmarks
+#   DELIVERY_N=20000       callbacks per whole-delivery benchmark run
+#   LOAD_FLAGS="..."       flags for every load run (default: 16 customers on 16 receiver hosts)
+#   MAX_DURATION=30s       the max-rate run;  RATE=5000 RATE_DURATION=20s  the fixed-rate run
+#   PARKED=100000          callbacks parked before the parked run (0 skips it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what=${1:-all}
+OUT=${BENCH_OUT:-${TMPDIR:-/tmp}/refonte-bench/$(date +%Y%m%d-%H%M%S)}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+PRIVATE_REDIS=${PRIVATE_REDIS:-0}
+PERF=${PERF:-1}
+BENCH_COUNT=${BENCH_COUNT:-3}
+DELIVERY_N=${DELIVERY_N:-20000}
+LOAD_FLAGS=${LOAD_FLAGS:--customers 16 -hosts 16}
+MAX_DURATION=${MAX_DURATION:-30s}
+RATE=${RATE:-5000}
+RATE_DURATION=${RATE_DURATION:-20s}
+PARKED=${PARKED:-100000}
+mkdir -p "$OUT/bin"
+
+if [ "$PRIVATE_REDIS" = 1 ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
+  redis_pid=$!
+  trap 'kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null' EXIT
+  REDIS_URL=redis://127.0.0.1:$port/0
+  until redis-cli -p "$port" ping >/dev/null 2>&1; do
+    kill -0 "$redis_pid" || { cat "$OUT/redis.log"; exit 1; }
+    sleep 0.1
+  done
+fi
+export TEST_REDIS_URL=$REDIS_URL
+
+echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
+  "$(free -g | awk '/Mem:/{print $2}') GB, $(go version | cut -d' ' -f3), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== results in $OUT"
+
+micro() {
+  echo "== micro benchmarks (count $BENCH_COUNT)"
+  go test -run '^$' -bench . -benchmem -count "$BENCH_COUNT" \
+    ./pkg/event ./pkg/signing ./pkg/status ./pkg/webhook | tee "$OUT/micro.txt"
+  echo "== whole delivery: $DELIVERY_N callbacks per run, NATS in-process, Redis $REDIS_URL"
+  go test -run '^$' -bench 'Delivery' -benchmem -benchtime "${DELIVERY_N}x" -count "$BENCH_COUNT" \
+    ./services/worker/internal/worker | tee "$OUT/delivery.txt"
+  echo "== CPU profile of the whole delivery (log_warn, $((DELIVERY_N * 2)) callbacks)"
+  go test -run '^$' -bench 'Delivery/log_warn' -benchtime "$((DELIVERY_N * 2))x" \
+    -cpuprofile "$OUT/delivery.cpu.pprof" -o "$OUT/bin/worker.test" ./services/worker/internal/worker >/dev/null
+  go tool pprof -top -nodecount 25 "$OUT/bin/worker.test" "$OUT/delivery.cpu.pprof" 2>/dev/null |
+    tee "$OUT/delivery.flat.txt" | sed -n '1,35p'
+  go tool pprof -top -cum -nodecount 40 -focus 'worker\.\(\*Worker\)' "$OUT/bin/worker.test" \
+    "$OUT/delivery.cpu.pprof" 2>/dev/null | tee "$OUT/delivery.cum.txt" | sed -n '1,50p'
+}
+
+loadruns() {
+  echo "== building the load tool, the worker and nats-server"
+  go build -o "$OUT/bin/loadtest" ./services/loadtest
+  go build -o "$OUT/bin/worker" ./services/worker
+  go build -o "$OUT/bin/nats-server" github.com/nats-io/nats-server/v2
+  # nats-server runs as its own process so its CPU and memory are measured apart.
+  # shellcheck disable=SC2206
+  common=(-worker-bin "$OUT/bin/worker" -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" $LOAD_FLAGS)
+  lt() { "$OUT/bin/loadtest" "${common[@]}" "$@"; }
+
+  perf=()
+  if [ "$PERF" = 1 ] && command -v perf >/dev/null; then perf=(-perf "$OUT/max.perf.data"); fi
+  echo "== load: as fast as the fleet takes it, $MAX_DURATION"
+  lt -label "max" -rate 0 -duration "$MAX_DURATION" "${perf[@]}" -json "$OUT/max.json" | tee "$OUT/max.txt"
+  if [ ${#perf[@]} -gt 0 ] && [ -s "$OUT/max.perf.data" ]; then
+    {
+      echo "-- CPU by process and binary (kernel = syscalls, TCP on loopback, scheduling)"
+      perf report -i "$OUT/max.perf.data" --stdio --no-children --sort comm,dso -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12 || true
+      echo "-- worker: functions by cumulative share of all samples"
+      perf report -i "$OUT/max.perf.data" --stdio --children --comm worker --sort symbol -g none 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | grep -v '\[k\]' | head -45 || true
+    } >"$OUT/max.perf.txt"
+    sed -n '1,60p' "$OUT/max.perf.txt"
+  fi
+  echo "== load: $RATE/s for $RATE_DURATION"
+  lt -label "rate$RATE" -rate "$RATE" -duration "$RATE_DURATION" -json "$OUT/rate.json" | tee "$OUT/rate.txt"
+  echo "== load: one customer endpoint (one host), worker defaults, $RATE/s for $RATE_DURATION"
+  "$OUT/bin/loadtest" -worker-bin "$OUT/bin/worker" -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" \
+    -label "rate$RATE-one-host" -rate "$RATE" -duration "$RATE_DURATION" -json "$OUT/onehost.json" | tee "$OUT/onehost.txt"
+  if [ "$PARKED" -gt 0 ]; then
+    echo "== load: $PARKED callbacks parked for retry, then as fast as possible for $MAX_DURATION"
+    lt -label "max-parked$PARKED" -parked "$PARKED" -rate 0 -duration "$MAX_DURATION" \
+      -json "$OUT/parked.json" | tee "$OUT/parked.txt"
+  fi
+  echo "== summary"
+  "$OUT/bin/loadtest" -summarize "$OUT"/max.json "$OUT"/rate.json "$OUT"/onehost.json \
+    $( [ "$PARKED" -gt 0 ] && echo "$OUT/parked.json" ) | tee "$OUT/summary.txt"
+}
+
+case $what in
+  micro) micro ;;
+  load) loadruns ;;
+  all) micro; loadruns ;;
+  *) echo "usage: $0 [all|micro|load]" >&2; exit 2 ;;
+esac

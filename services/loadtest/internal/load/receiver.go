@@ -1,0 +1,255 @@
+package load
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+)
+
+// Behaviour is how the receiver answers: a share of requests fails, a share answers late, the
+// rest answers 200 at once.
+type Behaviour struct {
+	Fail       float64       // share of requests answered FailStatus
+	FailStatus int           // e.g. 500
+	Slow       float64       // share of requests answered 200 after SlowDelay
+	SlowDelay  time.Duration // must stay under the workers' CALLBACK_TIMEOUT
+}
+
+// Receiver plays the customers: it listens on one or more loopback ports (each one a "host" for
+// the workers' per-host limits), records every request in the Tracker and answers as Behaviour
+// says. Every SignCheckEvery-th callback is checked like a careful customer would: signature
+// (with the reference Standard Webhooks verifier), auth key header and content type.
+type Receiver struct {
+	tracker  *Tracker
+	idPrefix string
+	b        Behaviour
+
+	// customers, indexed by seq % len(customers), for the checks.
+	customers      []Customer
+	verifiers      []*standardwebhooks.Webhook
+	signCheckEvery int64
+	checked        atomic.Int64
+	badChecks      atomic.Int64
+	badMu          sync.Mutex
+	badSamples     []string
+
+	servers []*http.Server
+	urls    []string
+}
+
+// Customer is what the receiver knows of one customer.
+type Customer struct {
+	ID            string
+	AuthKey       string
+	SigningSecret string
+}
+
+// NewReceiver listens on hosts loopback ports.
+func NewReceiver(t *Tracker, idPrefix string, b Behaviour, hosts int, customers []Customer, signCheckEvery int) (*Receiver, error) {
+	r := &Receiver{tracker: t, idPrefix: idPrefix, b: b, customers: customers, signCheckEvery: int64(signCheckEvery)}
+	for _, c := range customers {
+		v, err := standardwebhooks.NewWebhook(c.SigningSecret)
+		if err != nil {
+			return nil, fmt.Errorf("receiver: customer %s: %w", c.ID, err)
+		}
+		r.verifiers = append(r.verifiers, v)
+	}
+	urls, servers, err := listen(hosts, http.HandlerFunc(r.serve))
+	if err != nil {
+		return nil, err
+	}
+	r.urls, r.servers = urls, servers
+	return r, nil
+}
+
+// URLs are the callback URLs, one per host.
+func (r *Receiver) URLs() []string { return r.urls }
+
+// Close stops listening.
+func (r *Receiver) Close() { closeAll(r.servers) }
+
+// Checks reports how many callbacks were checked and how many failed a check, with samples.
+func (r *Receiver) Checks() (checked, bad int64, samples []string) {
+	r.badMu.Lock()
+	defer r.badMu.Unlock()
+	return r.checked.Load(), r.badChecks.Load(), append([]string(nil), r.badSamples...)
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
+	now := time.Now().UnixNano()
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer bufPool.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(req.Body); err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	body := buf.Bytes()
+	id := req.Header.Get("webhook-id")
+	seq, ok := parseSeq(id, r.idPrefix)
+	if !ok {
+		r.tracker.foreign.Add(1)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	status := http.StatusOK
+	roll := rand.Float64()
+	slow := false
+	switch {
+	case roll < r.b.Fail:
+		status = r.b.FailStatus
+	case roll < r.b.Fail+r.b.Slow:
+		slow = true
+	}
+	r.tracker.Arrived(seq, publishedAt(body, now), now, status < 300)
+	if r.signCheckEvery > 0 && seq%r.signCheckEvery == 0 && len(r.customers) > 0 {
+		r.check(seq, req.Header, body)
+	}
+	if slow {
+		t := time.NewTimer(r.b.SlowDelay)
+		select {
+		case <-t.C:
+		case <-req.Context().Done():
+			t.Stop()
+		}
+	}
+	w.WriteHeader(status)
+}
+
+func (r *Receiver) check(seq int64, h http.Header, body []byte) {
+	r.checked.Add(1)
+	i := int(seq % int64(len(r.customers)))
+	c := r.customers[i]
+	var problem string
+	switch {
+	case h.Get("Content-Type") != "application/json":
+		problem = "content type " + h.Get("Content-Type")
+	case h.Get("refonte-ai--callback-auth") != c.AuthKey:
+		problem = "wrong refonte-ai--callback-auth"
+	case !strings.HasPrefix(h.Get("User-Agent"), "Refonte-Callbacks/"):
+		problem = "user agent " + h.Get("User-Agent")
+	case !bytes.Contains(body, []byte(`"task_id":"`+taskID(seq)+`"`)):
+		problem = "body does not carry its task id"
+	default:
+		if err := r.verifiers[i].Verify(body, h); err != nil {
+			problem = "signature: " + err.Error()
+		}
+	}
+	if problem == "" {
+		return
+	}
+	r.badChecks.Add(1)
+	r.badMu.Lock()
+	if len(r.badSamples) < 10 {
+		r.badSamples = append(r.badSamples, fmt.Sprintf("%s: %s", h.Get("webhook-id"), problem))
+	}
+	r.badMu.Unlock()
+}
+
+// DeadEndpoint answers 500 to everything: the target of the parked callbacks.
+type DeadEndpoint struct {
+	hits    atomic.Int64
+	servers []*http.Server
+	urls    []string
+}
+
+// NewDeadEndpoint listens on hosts loopback ports.
+func NewDeadEndpoint(hosts int) (*DeadEndpoint, error) {
+	d := &DeadEndpoint{}
+	urls, servers, err := listen(hosts, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		buf := bufPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		_, _ = buf.ReadFrom(req.Body)
+		bufPool.Put(buf)
+		d.hits.Add(1)
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	if err != nil {
+		return nil, err
+	}
+	d.urls, d.servers = urls, servers
+	return d, nil
+}
+
+// URLs are the dead callback URLs.
+func (d *DeadEndpoint) URLs() []string { return d.urls }
+
+// Hits is the number of requests answered.
+func (d *DeadEndpoint) Hits() int64 { return d.hits.Load() }
+
+// Close stops listening.
+func (d *DeadEndpoint) Close() { closeAll(d.servers) }
+
+func listen(hosts int, h http.Handler) ([]string, []*http.Server, error) {
+	var (
+		urls    []string
+		servers []*http.Server
+	)
+	for range max(hosts, 1) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			closeAll(servers)
+			return nil, nil, fmt.Errorf("receiver: %w", err)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+		go func() { _ = srv.Serve(l) }() // returns ErrServerClosed at Close
+		servers = append(servers, srv)
+		urls = append(urls, "http://"+l.Addr().String()+"/callback")
+	}
+	return urls, servers, nil
+}
+
+func closeAll(servers []*http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		if s.Shutdown(ctx) != nil {
+			_ = s.Close()
+		}
+	}
+}
+
+// parseSeq reads the callback number out of a webhook-id "<prefix><seq>".
+func parseSeq(id, prefix string) (int64, bool) {
+	rest, ok := strings.CutPrefix(id, prefix)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(rest, 10, 64)
+	return n, err == nil && n >= 0
+}
+
+var publishedKey = []byte(`"published_at_ns":`)
+
+// publishedAt reads the task's published_at_ns from a callback body; fallback when absent.
+func publishedAt(body []byte, fallback int64) int64 {
+	i := bytes.Index(body, publishedKey)
+	if i < 0 {
+		return fallback
+	}
+	var n int64
+	digits := 0
+	for _, c := range body[i+len(publishedKey):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int64(c-'0')
+		digits++
+	}
+	if digits == 0 {
+		return fallback
+	}
+	return n
+}

@@ -1,0 +1,59 @@
+package load
+
+import (
+	"context"
+	"io"
+	"os"
+	"testing"
+	"time"
+)
+
+// A small run end to end: real worker processes, NATS, Redis and the receiver; every callback is
+// delivered once, its status reads back as succeeded, and the parked ones stay parked.
+func TestRun_small_load_with_parked_retries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the worker fleet")
+	}
+	wd, _ := os.Getwd()
+	root, err := FindRepoRoot(wd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.RepoRoot = root
+	cfg.Duration, cfg.Count, cfg.Rate = 0, 300, 0
+	cfg.Warmup = 0
+	cfg.Drain = 30 * time.Second
+	cfg.Hosts = 2
+	cfg.Customers = 3
+	cfg.Parked = 200
+	cfg.SignCheckEvery = 10
+	cfg.Sample = 100 * time.Millisecond
+	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
+		cfg.RedisURL = u
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Published != 300 || r.Delivered != 300 || r.Lost != 0 || r.Duplicates != 0 || !r.Settled {
+		t.Errorf("counts %+v, settled %v", r.Counts, r.Settled)
+	}
+	if r.Verify.StatusOK != r.Verify.StatusChecked || r.Verify.StatusChecked == 0 {
+		t.Errorf("status verification %+v", r.Verify)
+	}
+	if r.Verify.SignChecked != 30 || r.Verify.SignBad != 0 {
+		t.Errorf("signature checks %d, bad %d %v", r.Verify.SignChecked, r.Verify.SignBad, r.Verify.SignBadExamples)
+	}
+	if r.Parked == nil || r.Parked.Hits < 200 || r.Parked.AckPending < 200 {
+		t.Errorf("parked %+v", r.Parked)
+	}
+	if r.Consumer.NumAckPending < 200 || r.Consumer.NumPending != 0 {
+		t.Errorf("consumer at end %+v: the parked callbacks should still be waiting", r.Consumer)
+	}
+	if len(r.Processes) != 3 || r.Processes[0].CPUSeconds <= 0 || r.Processes[0].PeakRSS <= 0 {
+		t.Errorf("process costs %+v", r.Processes)
+	}
+}
