@@ -43,6 +43,7 @@ type Store struct {
 	rdb       redis.UniversalClient
 	prefix    string
 	retention time.Duration
+	batch     *batcher
 }
 
 // NewStore returns a Store with keys under prefix, kept for retention.
@@ -50,7 +51,7 @@ func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration)
 	if retention <= 0 {
 		retention = DefaultRetention
 	}
-	return &Store{rdb: rdb, prefix: prefix, retention: retention}
+	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: &batcher{rdb: rdb}}
 }
 
 // Load makes sure Redis has the script cached, so the first delivery does not pay for it.
@@ -113,7 +114,7 @@ func (s *Store) run(ctx context.Context, op string, d Delivery, now time.Time, e
 	args = append(args, op, d.Chain, now.UnixMilli(), int64(s.retention/time.Second),
 		d.WebhookID, []byte(d.Task), d.CustomerID, d.TaskID)
 	args = append(args, extra...)
-	res, err := recordScript.Run(ctx, s.rdb, s.keys(d.CustomerID, d.TaskID), args...).Int64Slice()
+	res, err := s.batch.do(ctx, s.keys(d.CustomerID, d.TaskID), args)
 	if err != nil {
 		return nil, fmt.Errorf("status %s: %w", op, err)
 	}
