@@ -55,3 +55,32 @@ func FuzzStrictAgreesWithEncodingJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeAgreesWithSchema: Decode checks the schema's constraints in code; for every
+// syntactically acceptable event it must reach the schema validator's verdict.
+func FuzzDecodeAgreesWithSchema(f *testing.F) {
+	example, _ := schemas.Files.ReadFile("examples/task-completed.json")
+	for _, s := range []string{string(example),
+		`{"customer_id":"c1","task":{"task_id":"t","status":"error"}}`,
+		`{"customer_id":"c1","task":{"task_id":"t","status":"error","callback_url":null}}`,
+		`{"customer_id":"c1","task":{"task_id":"t","status":"done"}}`,
+		`{"Customer_id":"c1","task":{"task_id":"t","status":"error"}}`,
+		`{"customer_id":"c\u0031","task":{"task_id":"t\u002a","status":"error"}}`,
+		`{"customer_id":"c1","task":{"task_id":"t","status":"error","callback_url":5}}`,
+		`{"customer_id":"c1","task":[{"task_id":"t","status":"error"}]}`,
+		`{"customer_id":"c1","task":{"x":{"task_id":"t","status":"error"}}}`,
+		`["customer_id"]`, `null`, `{"customer_id":1,"task":{}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if len(raw) > event.MaxSize || event.CheckStrict(raw) != nil {
+			return
+		}
+		_, err := event.Decode(raw)
+		schemaErr := schemas.ValidateTaskCompleted(raw)
+		if (err == nil) != (schemaErr == nil) {
+			t.Fatalf("Decode says %v, the schema says %v, for %s", err, schemaErr, raw)
+		}
+	})
+}

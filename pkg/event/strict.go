@@ -21,21 +21,41 @@ const maxNumberLen = 64
 // UTF-8, duplicate object keys, nesting beyond MaxDepth and numbers that do not fit a float64.
 // It is also a full syntax check, so callers need no json.Valid.
 func checkStrict(data []byte) error {
+	_, err := scan(data)
+	return err
+}
+
+// span is where one value lies in the event; end is 0 when the key is absent.
+type span struct{ start, end int }
+
+func (sp span) present() bool { return sp.end > 0 }
+
+// fields are the spans of the values the contract names, found by exact key (encoding/json would
+// match keys case-insensitively, where the schema does not).
+type fields struct {
+	customerID, task                          span
+	taskID, status, callbackURL, taskResponse span
+}
+
+// scan checks data as checkStrict does and returns where the contract's fields are.
+func scan(data []byte) (fields, error) {
 	s := scanner{data: data}
 	s.skipSpace()
 	if err := s.value(0); err != nil {
-		return err
+		return fields{}, err
 	}
 	s.skipSpace()
 	if s.pos != len(s.data) {
-		return s.errorf("unexpected data after the top-level value")
+		return fields{}, s.errorf("unexpected data after the top-level value")
 	}
-	return nil
+	return s.found, nil
 }
 
 type scanner struct {
-	data []byte
-	pos  int
+	data   []byte
+	pos    int
+	inTask bool // inside the value of the top-level "task" key
+	found  fields
 }
 
 var errEnd = errors.New("unexpected end of JSON input")
@@ -125,9 +145,18 @@ func (s *scanner) object(depth int) error {
 		}
 		s.pos++
 		s.skipSpace()
+		start := s.pos
+		enteringTask := depth == 1 && key == "task"
+		if enteringTask {
+			s.inTask = true
+		}
 		if err := s.value(depth); err != nil {
 			return err
 		}
+		if enteringTask {
+			s.inTask = false
+		}
+		s.record(depth, key, span{start, s.pos})
 		s.skipSpace()
 		if s.pos >= len(s.data) {
 			return errEnd
@@ -140,6 +169,26 @@ func (s *scanner) object(depth int) error {
 			return nil
 		default:
 			return s.errorf("expected ',' or '}' in object")
+		}
+	}
+}
+
+func (s *scanner) record(depth int, key string, sp span) {
+	switch {
+	case depth == 1 && key == "customer_id":
+		s.found.customerID = sp
+	case depth == 1 && key == "task":
+		s.found.task = sp
+	case depth == 2 && s.inTask:
+		switch key {
+		case "task_id":
+			s.found.taskID = sp
+		case "status":
+			s.found.status = sp
+		case "callback_url":
+			s.found.callbackURL = sp
+		case "response":
+			s.found.taskResponse = sp
 		}
 	}
 }
