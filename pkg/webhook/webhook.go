@@ -4,6 +4,7 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -139,7 +140,7 @@ func (s *Sender) Deliver(ctx context.Context, m delivery.Message) delivery.Resul
 }
 
 func (s *Sender) post(ctx context.Context, m delivery.Message) delivery.Result {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.Target.URL.String(), strings.NewReader(string(m.Body)))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.Target.URL.String(), bytes.NewReader(m.Body))
 	if err != nil {
 		return delivery.Result{Err: err, Permanent: true}
 	}

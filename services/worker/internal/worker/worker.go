@@ -238,7 +238,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 	if err != nil {
 		return w.refuse(ctx, msg, err)
 	}
-	log := w.Log.With(zap.String("task_id", ev.TaskID), zap.String("customer_id", ev.CustomerID),
+	log := w.Log.WithLazy(zap.String("task_id", ev.TaskID), zap.String("customer_id", ev.CustomerID),
 		zap.String("webhook_id", webhookID))
 	ctx, span := tracing.Tracer().Start(tracing.ExtractNATS(ctx, msg.Headers()), "callback.deliver",
 		trace.WithSpanKind(trace.SpanKindConsumer),
@@ -308,7 +308,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 		}
 	}
 	oneShot := begun.Verdict == status.OneShot
-	log = log.With(zap.Int("attempt", begun.Attempt), zap.Int("delivery", begun.Delivery),
+	log = log.WithLazy(zap.Int("attempt", begun.Attempt), zap.Int("delivery", begun.Delivery),
 		zap.String("target_host", tgt.Host()), zap.Bool("superseded_resend", oneShot))
 
 	var res delivery.Result
