@@ -31,7 +31,6 @@ local maxlog = 200
 
 local function expire()
   redis.call('EXPIRE', task, retention)
-  redis.call('EXPIRE', log, retention)
   redis.call('EXPIRE', deliveries, retention)
 end
 
@@ -39,19 +38,33 @@ local version = tonumber(redis.call('HGET', profile, 'version') or '0')
 
 local function touch_index()
   redis.call('ZADD', index, now, ARGV[8])
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', tonumber(now) - retention * 1000)
+  -- Pruning old entries costs a range scan; once in a while is enough to bound the index.
+  if tonumber(now) % 16 == 0 then
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', tonumber(now) - retention * 1000)
+  end
   redis.call('EXPIRE', index, retention)
 end
 
 local function push_log(entry)
-  redis.call('RPUSH', log, entry)
-  redis.call('LTRIM', log, -maxlog, -1)
+  if redis.call('RPUSH', log, entry) > maxlog then
+    redis.call('LTRIM', log, -maxlog, -1)
+  end
+  redis.call('EXPIRE', log, retention)
 end
 
-local cur = tonumber(redis.call('HGET', task, 'chain') or '0')
+-- One read of everything the rules below look at.
+local h = redis.call('HMGET', task, 'chain', 'delivery', 'webhook_id', 'state', 'next_attempt_at',
+  'attempts', 'inflight')
+local cur = tonumber(h[1] or '0')
+local delivery = tonumber(h[2] or '0')
+local state = h[4]
+local due = tonumber(h[5] or '0')
+local attempts = tonumber(h[6] or '0')
+local inflight = tonumber(h[7] or '0')
+
 if chain > cur then
-  local delivery = tonumber(redis.call('HGET', task, 'delivery') or '0') + 1
-  if redis.call('HGET', task, 'webhook_id') ~= ARGV[5] then
+  delivery = delivery + 1
+  if h[3] ~= ARGV[5] then
     -- a different completion event: the previous outcome says nothing about this one
     redis.call('HDEL', task, 'succeeded')
   end
@@ -60,16 +73,13 @@ if chain > cur then
     'queued_at', now, 'updated_at', now)
   redis.call('HDEL', task, 'inflight', 'next_attempt_at')
   redis.call('HSET', deliveries, chain, 'q:' .. delivery)
-  cur = chain
+  cur, state, due, attempts, inflight = chain, 'pending', 0, 0, 0
 end
 
 if op == 'queue' then
   expire()
-  return {0, 0, tonumber(redis.call('HGET', task, 'delivery')), version}
+  return {0, 0, delivery, version}
 end
-
-local delivery = tonumber(redis.call('HGET', task, 'delivery'))
-local state = redis.call('HGET', task, 'state')
 
 if op == 'begin' then
   if chain < cur then
@@ -86,12 +96,9 @@ if op == 'begin' then
   -- A retry that comes back early waits for its turn: the schedule lives here, not in the
   -- broker. It happens when a NakWithDelay is lost and AckWait runs out first, and after every
   -- broker restart, since nats-server stores pending times rounded down to whole seconds.
-  local due = tonumber(redis.call('HGET', task, 'next_attempt_at') or '0')
   if state == 'retrying' and due > tonumber(now) then
     return {4, due - tonumber(now), delivery, version}
   end
-  local attempts = tonumber(redis.call('HGET', task, 'attempts') or '0')
-  local inflight = tonumber(redis.call('HGET', task, 'inflight') or '0')
   if inflight > 0 then
     push_log(cjson.encode({attempt = inflight, delivery = delivery, at_ms = tonumber(now),
       error = 'interrupted: the worker stopped before this attempt\'s outcome was recorded'}))
@@ -105,8 +112,9 @@ if op == 'begin' then
     return {3, attempts, delivery, version}
   end
   attempts = attempts + 1
-  redis.call('HSET', task, 'attempts', attempts, 'inflight', attempts, 'target', ARGV[9], 'updated_at', now)
-  if state == 'pending' and attempts > 1 then redis.call('HSET', task, 'state', 'retrying') end
+  if state == 'pending' and attempts > 1 then state = 'retrying' end
+  redis.call('HSET', task, 'attempts', attempts, 'inflight', attempts, 'target', ARGV[9], 'updated_at', now,
+    'state', state)
   expire()
   return {0, attempts, delivery, version}
 end
@@ -116,27 +124,31 @@ local attempt = tonumber(ARGV[10])
 local outcome = ARGV[11]
 if ARGV[12] ~= '' then push_log(ARGV[12]) end
 if chain < cur then expire() return {1, 0, delivery, version} end
-if tonumber(redis.call('HGET', task, 'inflight') or '0') == attempt then
+if inflight == attempt then
   redis.call('HDEL', task, 'inflight')
 end
-redis.call('HSET', task, 'target', ARGV[9], 'updated_at', now)
-local attempts = tonumber(redis.call('HGET', task, 'attempts') or '0')
 if state == 'succeeded' or (state == 'failed' and outcome ~= 'succeeded') then
+  redis.call('HSET', task, 'target', ARGV[9], 'updated_at', now)
   expire()
   return {2, attempts, delivery, version}
 end
 if outcome == 'succeeded' then
-  redis.call('HSET', task, 'state', 'succeeded', 'succeeded', '1', 'last_attempt_at', now)
-  redis.call('HDEL', task, 'next_attempt_at')
+  redis.call('HSET', task, 'state', 'succeeded', 'succeeded', '1', 'last_attempt_at', now,
+    'target', ARGV[9], 'updated_at', now)
+  if due > 0 then redis.call('HDEL', task, 'next_attempt_at') end
 elseif outcome == 'retry' then
   if attempt >= attempts then
-    redis.call('HSET', task, 'state', 'retrying', 'next_attempt_at', ARGV[13], 'last_attempt_at', now)
+    redis.call('HSET', task, 'state', 'retrying', 'next_attempt_at', ARGV[13], 'last_attempt_at', now,
+      'target', ARGV[9], 'updated_at', now)
+  else
+    redis.call('HSET', task, 'target', ARGV[9], 'updated_at', now)
   end
 elseif outcome == 'failed' then
-  redis.call('HSET', task, 'state', 'failed', 'succeeded', '0', 'last_attempt_at', now)
+  redis.call('HSET', task, 'state', 'failed', 'succeeded', '0', 'last_attempt_at', now,
+    'target', ARGV[9], 'updated_at', now)
   redis.call('HDEL', task, 'next_attempt_at')
 elseif outcome == 'no_callback' then
-  redis.call('HSET', task, 'state', 'no_callback', 'attempts', 0, 'last_attempt_at', now)
+  redis.call('HSET', task, 'state', 'no_callback', 'attempts', 0, 'last_attempt_at', now, 'updated_at', now)
   redis.call('HDEL', task, 'succeeded', 'next_attempt_at', 'target')
 end
 touch_index()
