@@ -22,9 +22,11 @@ import (
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
+	"refonte.ai/callbacks/pkg/invalid"
 	"refonte.ai/callbacks/pkg/logging"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/services/gateway/internal/api"
+	"refonte.ai/callbacks/services/gateway/internal/recovery"
 )
 
 func main() {
@@ -65,18 +67,26 @@ func run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	statuses := status.NewStore(rdb, cfg.RedisPrefix, cfg.Retention)
 	a, err := api.New(cfg, api.Deps{
-		Customers: customer.NewStore(rdb, cfg.RedisPrefix),
-		Status:    status.NewStore(rdb, cfg.RedisPrefix, cfg.Retention),
-		Resender:  pub,
-		Announcer: api.NATSAnnouncer{Conn: nc},
-		Checks:    map[string]health.Check{"nats": health.NATS(nc), "redis": health.Redis(rdb), "stream": pub.Ready},
-		Log:       log,
-		Registry:  reg,
+		Customers:  customer.NewStore(rdb, cfg.RedisPrefix),
+		Status:     statuses,
+		Resender:   pub,
+		Announcer:  api.NATSAnnouncer{Conn: nc},
+		Checks:     map[string]health.Check{"nats": health.NATS(nc), "redis": health.Redis(rdb), "stream": pub.Ready},
+		Log:        log,
+		Registry:   reg,
+		Recoveries: recovery.NewStore(rdb, cfg.RedisPrefix, statuses, cfg.Retention),
+		Invalid:    invalid.NewStore(rdb, cfg.RedisPrefix, 0),
+		Replayer:   pub,
 	})
 	if err != nil {
 		return err
 	}
+	// Background work (recoveries) lives as long as ctx; on SIGTERM it hands running
+	// recoveries on to the next gateway.
+	background := make(chan error, 1)
+	go func() { background <- a.Run(ctx) }()
 
 	srv := api.NewServer(cfg, a.Handler(), log)
 	served := make(chan error, 1)
@@ -96,6 +106,14 @@ func run(ctx context.Context) error {
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	select {
+	case err := <-background:
+		if err != nil {
+			log.Warn("background work stopped with an error", zap.Error(err))
+		}
+	case <-shutdownCtx.Done():
+		log.Warn("background work did not stop in time")
 	}
 	// Resends were acknowledged by JetStream and announcements flushed before each answer; this
 	// only bounds the wait for anything a client abandoned mid-request.

@@ -50,6 +50,14 @@ func (l *lazyPublisher) Resend(ctx context.Context, ev event.Event, webhookID st
 	return p.Resend(ctx, ev, webhookID)
 }
 
+func (l *lazyPublisher) Replay(ctx context.Context, subject string, header map[string][]string, data []byte) (publish.Replayed, error) {
+	p := l.p.Load()
+	if p == nil {
+		return publish.Replayed{}, errStreamNotReady
+	}
+	return p.Replay(ctx, subject, header, data)
+}
+
 // Ready is a readiness check.
 func (l *lazyPublisher) Ready(context.Context) error {
 	if l.p.Load() == nil {

@@ -2,8 +2,9 @@
 // customers, the customer's profile and key rotations, task status with its attempt log, and
 // send-callback, which puts a stored callback back on the stream for a worker to deliver again.
 //
-// Every answer is JSON, errors included ({"status_code": N, "error": "…"}); every route is
-// registered in one table (routes), which the tests compare with schemas/openapi.json.
+// Every answer is JSON, errors included ({"status_code": N, "error": "…"}), but the customer
+// dashboard's page and files (dashboard.go); every route is registered in one table (routes),
+// which the tests compare with schemas/openapi.json.
 package api
 
 import (
@@ -21,6 +22,7 @@ import (
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/services/gateway/internal/recovery"
 )
 
 type profileStore interface {
@@ -30,11 +32,13 @@ type profileStore interface {
 	RotateCallbackAuthKey(ctx context.Context, id string) (customer.Profile, error)
 	RotateSigningSecret(ctx context.Context, id string) (customer.Profile, error)
 	RotateAPIKey(ctx context.Context, id string) (customer.Credentials, error)
+	Get(ctx context.Context, id string) (customer.Profile, error)
 }
 
 type statusStore interface {
 	Get(ctx context.Context, customerID, taskID string) (status.Record, error)
 	Queue(ctx context.Context, d status.Delivery, now time.Time) (int, error)
+	callbackIndex
 }
 
 type resender interface {
@@ -58,6 +62,12 @@ type Deps struct {
 	Log    *zap.Logger
 	// Registry receives the API's metrics and is what /metrics serves; nil: a private one.
 	Registry *prometheus.Registry
+	// Recoveries keeps recovery records; nil: no recover routes.
+	Recoveries *recovery.Store
+	// Invalid is the store of refused events and Replayer publishes them again; the admin
+	// routes over them exist when both are set (and the admin API is on).
+	Invalid  invalidStore
+	Replayer replayer
 }
 
 // API serves the gateway's routes.
@@ -65,11 +75,16 @@ type API struct {
 	Deps
 	cfg     Config
 	limiter *limiter
+	tests   *testCallbacks
 	metrics *metrics
 	mux     *http.ServeMux
 	handler http.Handler
 	routes  []Route
 	now     func() time.Time
+
+	// recoveries runs POST /v1/callbacks/recover (recover.go); nil without Deps.Recoveries.
+	recoveries     *recovery.Manager
+	invalidMetrics *invalidMetrics
 }
 
 // Route is one registered method and path pattern, as OpenAPI names them.
@@ -90,10 +105,12 @@ func New(cfg Config, d Deps) (*API, error) {
 		Deps:    d,
 		cfg:     cfg,
 		limiter: newLimiter(cfg.SendCallbackPerMinute, cfg.SendCallbackBurst),
+		tests:   newTestCallbacks(cfg.TestCallback),
 		metrics: newMetrics(d.Registry),
 		mux:     http.NewServeMux(),
 		now:     time.Now,
 	}
+	a.recoveries = a.newRecoveries()
 	customerRoutes := []struct {
 		method, path string
 		h            customerHandler
@@ -106,16 +123,35 @@ func New(cfg Config, d Deps) (*API, error) {
 		{"GET", "/v1/task/{taskId}", a.getTask},
 		{"GET", "/v1/task/{taskId}/callback", a.getCallback},
 		{"POST", "/v1/task/{taskId}/send-callback", a.sendCallback},
+		// The dashboard's own calls (dashboard.go, callbacks.go, testcallback.go).
+		{"GET", "/v1/profile/signing-secret", a.getSigningSecret},
+		{"POST", "/v1/profile/test-callback", a.testCallback},
+		{"GET", "/v1/callbacks", a.listCallbacks},
+		{"GET", "/v1/callbacks/stats", a.callbackStats},
+		{"GET", "/v1/task/{taskId}/callback/body", a.getCallbackBody},
 	}
 	for _, r := range customerRoutes {
 		a.handle(r.method, r.path, a.authCustomer(r.h))
 	}
+	if a.recoveries != nil {
+		a.handle("POST", "/v1/callbacks/recover", a.authCustomer(a.startRecovery))
+		a.handle("GET", "/v1/callbacks/recover/{id}", a.authCustomer(a.getRecovery))
+	}
 	if cfg.AdminToken != "" {
 		a.handle("POST", "/admin/v1/customers", a.authAdmin(http.HandlerFunc(a.createCustomer)))
+		if d.Invalid != nil && d.Replayer != nil {
+			a.invalidMetrics = newInvalidMetrics(d.Registry, d.Invalid)
+			a.handle("GET", "/admin/v1/invalid-events", a.authAdmin(http.HandlerFunc(a.listInvalidEvents)))
+			a.handle("GET", "/admin/v1/invalid-events/{id}", a.authAdmin(http.HandlerFunc(a.getInvalidEvent)))
+			a.handle("POST", "/admin/v1/invalid-events/{id}/replay", a.authAdmin(http.HandlerFunc(a.replayInvalidEvent)))
+			a.handle("DELETE", "/admin/v1/invalid-events/{id}", a.authAdmin(http.HandlerFunc(a.deleteInvalidEvent)))
+		}
 	}
 	a.handle("GET", "/healthz", http.HandlerFunc(health.Live))
 	a.handle("GET", "/readyz", health.Ready(d.Checks))
 	a.handle("GET", "/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
+	a.handle("GET", "/dashboard", http.HandlerFunc(a.dashboardPage))
+	a.handle("GET", "/dashboard/{asset}", http.HandlerFunc(a.dashboardAsset))
 	// ServeMux answers unknown paths and methods in plain text; this keeps every answer JSON.
 	a.mux.HandleFunc("/", a.unmatched)
 

@@ -23,14 +23,14 @@ func (a *API) authCustomer(h customerHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, password, ok := r.BasicAuth()
 		if !ok || key == "" || password != "" {
-			w.Header().Set("WWW-Authenticate", basicChallenge)
+			challenge(w, r)
 			writeError(w, http.StatusUnauthorized,
 				"authenticate with HTTP Basic: the API key as username and an empty password")
 			return
 		}
 		p, err := a.Customers.Authenticate(r.Context(), key)
 		if errors.Is(err, customer.ErrNotFound) {
-			w.Header().Set("WWW-Authenticate", basicChallenge)
+			challenge(w, r)
 			writeError(w, http.StatusUnauthorized, "invalid API key")
 			return
 		}
@@ -44,6 +44,15 @@ func (a *API) authCustomer(h customerHandler) http.Handler {
 		}
 		h(w, r, p)
 	})
+}
+
+// challenge names the Basic scheme on a 401, except to the dashboard's own calls (marked with
+// X-Requested-With: XMLHttpRequest): a browser answers a Basic challenge to a script's request
+// with its native sign-in prompt, over the dashboard's own sign-in form.
+func challenge(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-Requested-With") != "XMLHttpRequest" {
+		w.Header().Set("WWW-Authenticate", basicChallenge)
+	}
 }
 
 // authAdmin checks the bearer token. Both sides are hashed first, so the comparison takes the

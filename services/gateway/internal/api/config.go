@@ -32,6 +32,11 @@ type Config struct {
 	SendCallbackPerMinute int
 	SendCallbackBurst     int
 
+	// TestCallback configures the dashboard's test callbacks (testcallback.go).
+	TestCallback TestCallbackConfig
+	// Recovery configures POST /v1/callbacks/recover (recover.go).
+	Recovery RecoveryConfig
+
 	// MaxBodyBytes bounds a request body; the largest legitimate one is a URL of 2 KiB.
 	MaxBodyBytes int64
 	// ShutdownTimeout is how long requests in flight get to finish after SIGTERM.
@@ -57,6 +62,8 @@ func LoadConfig(r *env.Reader) (Config, error) {
 		MaxBodyBytes:    int64(r.Int("GATEWAY_MAX_BODY_BYTES", 64<<10)),
 		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 15*time.Second),
 	}
+	c.TestCallback = loadTestCallbackConfig(r)
+	c.Recovery = loadRecoveryConfig(r)
 	c.Stream = stream.DefaultConfig()
 	c.Stream.Name = r.String("NATS_STREAM", c.Stream.Name)
 	c.Stream.Replicas = r.Int("NATS_REPLICAS", c.Stream.Replicas)
@@ -90,6 +97,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("GATEWAY_MAX_BODY_BYTES=%d: want at least 4096", c.MaxBodyBytes)
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("SHUTDOWN_TIMEOUT=%s: want a positive duration", c.ShutdownTimeout)
+	}
+	if err := c.TestCallback.validate(); err != nil {
+		return err
+	}
+	if err := c.Recovery.validate(); err != nil {
+		return err
 	}
 	return c.Stream.Validate()
 }

@@ -27,10 +27,12 @@ import (
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
+	"refonte.ai/callbacks/pkg/invalid"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/schemas"
 	"refonte.ai/callbacks/services/gateway/internal/api"
+	"refonte.ai/callbacks/services/gateway/internal/recovery"
 )
 
 // fastSchedule runs all 21 attempts of a delivery in about a second.
@@ -50,6 +52,9 @@ type harness struct {
 	api    *api.API
 	srv    *httptest.Server
 	logs   *observer.ObservedLogs
+	log    *zap.Logger
+	// stopGateway stops the gateway as SIGTERM would (h.api's background work included).
+	stopGateway func()
 
 	adminToken string
 	workers    []*testenv.Process
@@ -89,27 +94,53 @@ func newHarness(t *testing.T, vars map[string]string) *harness {
 	core, h.logs = observer.New(zap.DebugLevel)
 	// Registered before the server's Close, so it runs after it: every request has been logged.
 	t.Cleanup(h.checkLogsHoldNoSecret)
-	h.api, h.srv = h.startGateway(h.rdb, zap.New(core))
+	h.log = zap.New(core)
+	h.api, h.srv, h.stopGateway = h.startStoppableGateway(h.rdb, h.log)
 	return h
 }
 
 // startGateway serves a gateway that talks to Redis through rdb.
 func (h *harness) startGateway(rdb redis.UniversalClient, log *zap.Logger) (*api.API, *httptest.Server) {
 	h.t.Helper()
+	a, srv, _ := h.startStoppableGateway(rdb, log)
+	return a, srv
+}
+
+// startStoppableGateway is startGateway with its background work (a.Run, which runs
+// recoveries) and a stop that ends it as SIGTERM would, and closes the server.
+func (h *harness) startStoppableGateway(rdb redis.UniversalClient, log *zap.Logger) (*api.API, *httptest.Server, func()) {
+	h.t.Helper()
+	statuses := status.NewStore(rdb, h.prefix, h.cfg.Retention)
 	a, err := api.New(h.cfg, api.Deps{
-		Customers: customer.NewStore(rdb, h.prefix),
-		Status:    status.NewStore(rdb, h.prefix, h.cfg.Retention),
-		Resender:  h.pub,
-		Announcer: api.NATSAnnouncer{Conn: h.nc},
-		Checks:    map[string]health.Check{"nats": health.NATS(h.nc), "redis": health.Redis(rdb)},
-		Log:       log,
+		Customers:  customer.NewStore(rdb, h.prefix),
+		Status:     statuses,
+		Resender:   h.pub,
+		Announcer:  api.NATSAnnouncer{Conn: h.nc},
+		Checks:     map[string]health.Check{"nats": health.NATS(h.nc), "redis": health.Redis(rdb)},
+		Log:        log,
+		Recoveries: recovery.NewStore(rdb, h.prefix, statuses, h.cfg.Retention),
+		Invalid:    invalid.NewStore(rdb, h.prefix, 0),
+		Replayer:   h.pub,
 	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		if err := a.Run(ctx); err != nil {
+			h.t.Errorf("gateway background work: %v", err)
+		}
+	}()
 	srv := httptest.NewServer(a.Handler())
-	h.t.Cleanup(srv.Close)
-	return a, srv
+	stop := sync.OnceFunc(func() {
+		srv.Close()
+		cancel()
+		<-ran
+	})
+	h.t.Cleanup(stop)
+	return a, srv, stop
 }
 
 // startWorker runs the real worker binary. Its profile cache outlives any test, so a test sees a

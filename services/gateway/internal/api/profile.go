@@ -13,8 +13,9 @@ import (
 	"refonte.ai/callbacks/pkg/target"
 )
 
-// profileView is GET /v1/profile. Secrets other than the callback auth key (which receivers
-// must compare against and so may read back) are shown only when they are issued.
+// profileView is GET /v1/profile. The signing secret has an endpoint of its own
+// (GET /v1/profile/signing-secret), so that reading the profile never carries it; the API key is
+// shown only when it is issued.
 type profileView struct {
 	CustomerID         string `json:"customer_id"`
 	DefaultCallbackURL string `json:"default_callback_url"`
@@ -86,11 +87,33 @@ func (a *API) rotateSigningSecret(w http.ResponseWriter, r *http.Request, p cust
 		CustomerID:              updated.ID,
 		SigningSecret:           updated.SigningSecret,
 		PreviousSecretExpiresAt: updated.PreviousSecretEnds.UTC(),
-		Message: "This secret is shown only once. Until previous_secret_expires_at (24 hours), every " +
+		Message: "This is your new signing secret (GET /v1/profile/signing-secret shows it again). Until previous_secret_expires_at (24 hours), every " +
 			"callback's webhook-signature carries two v1 signatures, one made with this secret and one " +
 			"with the previous secret, so a verifier using either accepts it: switch your verifier to " +
 			"this secret before then. Rotating again within the 24 hours retires the older secret at once.",
 	})
+}
+
+// signingSecretShownView is GET /v1/profile/signing-secret.
+type signingSecretShownView struct {
+	CustomerID    string `json:"customer_id"`
+	SigningSecret string `json:"signing_secret"`
+	// PreviousSecretExpiresAt is set while callbacks still carry a signature made with the
+	// previous secret as well (the 24 hours after a rotation).
+	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at"`
+}
+
+// getSigningSecret shows the current signing secret to the authenticated customer (the
+// dashboard's "reveal"). The API key can rotate the secret and read the new one anyway, so
+// showing the current one grants nothing more, and it lets a customer set up another verifier
+// without rotating. The previous secret is never shown.
+func (a *API) getSigningSecret(w http.ResponseWriter, _ *http.Request, p customer.Profile) {
+	v := signingSecretShownView{CustomerID: p.ID, SigningSecret: p.SigningSecret}
+	if p.PreviousSecret != "" && a.now().Before(p.PreviousSecretEnds) {
+		ends := p.PreviousSecretEnds.UTC()
+		v.PreviousSecretExpiresAt = &ends
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 type apiKeyView struct {

@@ -175,10 +175,7 @@ type sendCallbackView struct {
 	Status      string `json:"status"`
 }
 
-// sendCallback puts the stored original back on the stream. The worker delivers the same body
-// with the same webhook-id to the task's target as it is now: the task's own callback_url, else
-// the profile's current default. The new delivery supersedes any earlier one of the task, so a
-// retrying delivery stops racing it for the flag.
+// sendCallback puts the stored original back on the stream (see resend).
 func (a *API) sendCallback(w http.ResponseWriter, r *http.Request, p customer.Profile) {
 	if ok, wait := a.limiter.allow(p.ID, a.now()); !ok {
 		secs := max(1, int(math.Ceil(wait.Seconds())))
@@ -192,37 +189,62 @@ func (a *API) sendCallback(w http.ResponseWriter, r *http.Request, p customer.Pr
 		return
 	}
 	log := a.Log.With(zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID))
+	// From here on the resend happens whether or not the client waits for the answer.
+	tgt, seq, err := a.resend(context.WithoutCancel(r.Context()), p, rec)
+	var re *resendError
+	switch {
+	case errors.As(err, &re):
+		writeError(w, re.code, re.msg)
+		return
+	case err != nil:
+		log.Warn("publishing a resend failed", zap.Error(err))
+		unavailable(w)
+		return
+	}
+	log.Info("resend queued", zap.Uint64("chain", seq), zap.String("target_host", tgt.Host()))
+	writeJSON(w, http.StatusOK, sendCallbackView{TaskID: rec.TaskID, CallbackURL: tgt.Raw, Status: "queued"})
+}
+
+// resendError is why a stored callback cannot be resent as it is; code is the HTTP answer.
+type resendError struct {
+	code int
+	msg  string
+}
+
+func (e *resendError) Error() string { return e.msg }
+
+// resend is the one path by which a stored callback goes out again (send-callback, recovery):
+// it puts the stored original back on the stream. The worker delivers the same body with the
+// same webhook-id to the task's target as it is now: the task's own callback_url, else the
+// profile's current default. The new delivery supersedes any earlier one of the task, so a
+// retrying delivery stops racing it for the flag. A *resendError says the callback cannot be
+// resent; any other error is a publish that failed and may be tried again. It returns the
+// stream sequence of the new delivery.
+func (a *API) resend(ctx context.Context, p customer.Profile, rec status.Record) (target.Target, uint64, error) {
+	log := a.Log.With(zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID))
 	ev, err := event.Decode(storedEvent(p.ID, rec.Task))
 	if err != nil || rec.WebhookID == "" {
 		log.Error("stored task cannot be resent", zap.Error(err), zap.Bool("has_webhook_id", rec.WebhookID != ""))
-		writeError(w, http.StatusInternalServerError, "the stored task cannot be resent")
-		return
+		return target.Target{}, 0, &resendError{http.StatusInternalServerError, "the stored task cannot be resent"}
 	}
 	tgt, err := target.Resolve(ev.CallbackURL, p.DefaultCallbackURL)
 	switch {
 	case err != nil:
-		writeError(w, http.StatusConflict, "the task's callback target is unusable: "+err.Error())
-		return
+		return tgt, 0, &resendError{http.StatusConflict, "the task's callback target is unusable: " + err.Error()}
 	case tgt.Kind == target.None:
-		writeError(w, http.StatusConflict,
-			"no callback target: the task has no callback_url and the profile has no default_callback_url")
-		return
+		return tgt, 0, &resendError{http.StatusConflict,
+			"no callback target: the task has no callback_url and the profile has no default_callback_url"}
 	}
-	// From here on the resend happens whether or not the client waits for the answer.
-	ctx := context.WithoutCancel(r.Context())
 	seq, err := a.Resender.Resend(ctx, ev, rec.WebhookID)
 	if err != nil {
-		log.Warn("publishing a resend failed", zap.Error(err))
-		unavailable(w)
-		return
+		return tgt, 0, err
 	}
 	d := status.Delivery{CustomerID: p.ID, TaskID: ev.TaskID, WebhookID: rec.WebhookID, Task: ev.Task, Chain: seq}
 	if _, err := a.Status.Queue(ctx, d, a.now()); err != nil {
 		// The resend is on the stream; the worker's first attempt records the new delivery.
 		log.Warn("recording a queued resend failed", zap.Error(err))
 	}
-	log.Info("resend queued", zap.Uint64("chain", seq), zap.String("target_host", tgt.Host()))
-	writeJSON(w, http.StatusOK, sendCallbackView{TaskID: ev.TaskID, CallbackURL: tgt.Raw, Status: "queued"})
+	return tgt, seq, nil
 }
 
 // storedEvent rebuilds the completion event around a stored task, as event.Event.Marshal lays it

@@ -1,0 +1,96 @@
+package publish
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"refonte.ai/callbacks/pkg/stream"
+	"refonte.ai/callbacks/pkg/tracing"
+)
+
+// ErrNotReplayable: the subject is not one the stream holds, so there is nowhere to replay to.
+var ErrNotReplayable = errors.New("replay: the subject is not a completion or resend subject")
+
+// Replayed says where a replay went.
+type Replayed struct {
+	Subject string
+	// WebhookID is the callback's webhook-id; "" when the original carried no usable id, and
+	// the worker derives one from the new message.
+	WebhookID string
+	Sequence  uint64
+}
+
+// Replay publishes an event that the workers refused (kept by pkg/invalid) again, byte for
+// byte, for the workers to decide anew, e.g. once its customer exists.
+//
+// A replay is the same completion event, not a new one: its callback keeps the webhook-id the
+// original would have had (its Nats-Msg-Id), so a receiver that also gets the event from a
+// publisher's own retry deduplicates the two, and the task's status treats it as the same
+// event. The original's Nats-Msg-Id is still in the stream's duplicate window for a while
+// (the refused message was stored), and a worker takes a completion's webhook-id from that
+// header, so a replay travels as a resend does: on callbacks.resend.<customer>, with the id in
+// Refonte-Webhook-Id and a fresh Nats-Msg-Id. Other JetStream directives (Nats-*) of the
+// original are dropped: an expected-sequence check made sense once, at the original publish.
+func (p *Publisher) Replay(ctx context.Context, subject string, header map[string][]string, data []byte) (Replayed, error) {
+	customerID, resend, ok := stream.ParseSubject(subject)
+	if !ok {
+		return Replayed{}, ErrNotReplayable
+	}
+	msg := nats.NewMsg(stream.ResendSubject(customerID))
+	msg.Data = data
+	for k, vs := range header {
+		if strings.HasPrefix(strings.ToLower(k), "nats-") || strings.EqualFold(k, stream.HeaderWebhookID) {
+			continue
+		}
+		for _, v := range vs {
+			msg.Header.Add(k, v)
+		}
+	}
+	id := nats.Header(header).Get(jetstream.MsgIDHeader)
+	if resend {
+		id = nats.Header(header).Get(stream.HeaderWebhookID)
+	}
+	if !usableWebhookID(id) {
+		id = ""
+	}
+	if id != "" {
+		msg.Header.Set(stream.HeaderWebhookID, id)
+	}
+	msg.Header.Set(jetstream.MsgIDHeader, "replay_"+rand.Text())
+	ctx, span := tracing.Tracer().Start(ctx, "publish "+stream.ResendPrefix+"*",
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("refonte.customer_id", customerID),
+			attribute.String("refonte.webhook_id", id), attribute.Bool("refonte.replay", true)))
+	defer span.End()
+	tracing.InjectNATS(ctx, msg.Header)
+	ack, err := p.js.PublishMsg(ctx, msg)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return Replayed{}, fmt.Errorf("replay: %w", err)
+	}
+	return Replayed{Subject: msg.Subject, WebhookID: id, Sequence: ack.Sequence}, nil
+}
+
+// usableWebhookID is the worker's rule for a message id it accepts as a webhook-id: an id the
+// worker would refuse is dropped, so the replay gets one the worker derives instead of being
+// refused again for the same header.
+func usableWebhookID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
