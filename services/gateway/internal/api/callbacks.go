@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -157,26 +156,6 @@ func decodeCursor(s string) (status.Cursor, bool) {
 		return status.Cursor{}, false
 	}
 	return status.Cursor{ScoreMS: score, TaskID: id}, true
-}
-
-// query returns the request's query parameters, refusing any not in allowed and any given
-// twice: a typo (or a customer_id someone hoped would be honoured) is an error, not ignored.
-func query(r *http.Request, allowed ...string) (map[string]string, *requestError) {
-	vals, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return nil, badRequest("malformed query string")
-	}
-	out := make(map[string]string, len(vals))
-	for k, v := range vals {
-		if !slices.Contains(allowed, k) {
-			return nil, badRequest("unknown query parameter %q (want %s)", k, strings.Join(allowed, ", "))
-		}
-		if len(v) > 1 {
-			return nil, badRequest("query parameter %q given more than once", k)
-		}
-		out[k] = v[0]
-	}
-	return out, nil
 }
 
 // getCallbackBody is GET /v1/task/{taskId}/callback/body: the JSON body every attempt of the

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"math"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,7 +122,7 @@ const defaultInvalidLimit = 50
 // examines a bounded number of events, so it may be short, even empty, and still have a
 // next_cursor.
 func (a *API) listInvalidEvents(w http.ResponseWriter, r *http.Request) {
-	q, e := adminQuery(r.URL.RawQuery, "since", "reason", "cursor", "limit")
+	q, e := query(r, "since", "reason", "cursor", "limit")
 	if e != nil {
 		writeError(w, e.code, e.msg)
 		return
@@ -271,24 +270,4 @@ func (a *API) trimInvalidEvents(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-// adminQuery returns the query parameters, refusing any not in allowed and any given twice: a
-// typo is an error, not a filter silently ignored.
-func adminQuery(raw string, allowed ...string) (map[string]string, *requestError) {
-	vals, err := url.ParseQuery(raw)
-	if err != nil {
-		return nil, badRequest("malformed query string")
-	}
-	out := make(map[string]string, len(vals))
-	for k, v := range vals {
-		if !slices.Contains(allowed, k) {
-			return nil, badRequest("unknown query parameter %q (want %s)", k, strings.Join(allowed, ", "))
-		}
-		if len(v) > 1 {
-			return nil, badRequest("query parameter %q given more than once", k)
-		}
-		out[k] = v[0]
-	}
-	return out, nil
 }

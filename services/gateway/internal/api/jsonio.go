@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // errorBody is the contract's error shape.
@@ -85,3 +88,23 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *req
 }
 
 var errTrailing = errors.New("trailing data")
+
+// query returns the request's query parameters, refusing any not in allowed and any given
+// twice: a typo (or a customer_id someone hoped would be honoured) is an error, not ignored.
+func query(r *http.Request, allowed ...string) (map[string]string, *requestError) {
+	vals, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, badRequest("malformed query string")
+	}
+	out := make(map[string]string, len(vals))
+	for k, v := range vals {
+		if !slices.Contains(allowed, k) {
+			return nil, badRequest("unknown query parameter %q (want %s)", k, strings.Join(allowed, ", "))
+		}
+		if len(v) > 1 {
+			return nil, badRequest("query parameter %q given more than once", k)
+		}
+		out[k] = v[0]
+	}
+	return out, nil
+}
