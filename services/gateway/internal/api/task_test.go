@@ -362,3 +362,39 @@ func TestSendCallback_twice_in_a_row_gives_two_deliveries(t *testing.T) {
 		t.Errorf("%d requests with %d webhook ids, want 3 with one", rc.Count(), len(ids))
 	}
 }
+
+// An email callback, resent through the gateway, is mailed again: same body and webhook-id.
+func TestSendCallback_resends_an_email_callback(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	sink := testenv.NewSMTPSink(t, testenv.SMTPOptions{})
+	h.startWorker(map[string]string{"SMTP_ADDR": sink.Addr})
+	c := h.createCustomer("cust_mail", "mailto:ops@customer.example")
+	h.publish(c.CustomerID, task("t1", ""))
+	h.waitCallback(c.APIKey, "t1", 10*time.Second, "mailed", func(v callbackView) bool { return v.State == "succeeded" })
+
+	res := h.as(c.APIKey, "POST", "/v1/task/t1/send-callback", nil)
+	if res.Code != http.StatusOK {
+		t.Fatalf("send-callback: %d %s", res.Code, res.Body)
+	}
+	if m := res.json(t); m["callback_url"] != "mailto:ops@customer.example" {
+		t.Errorf("send-callback answer = %v", m)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.Count() >= 2 }, "the mail is sent again")
+	msgs := sink.Messages()
+	if len(msgs) != 2 || msgs[1].To[0] != "ops@customer.example" {
+		t.Fatalf("sink got %d messages: %+v", len(msgs), msgs)
+	}
+	h0, body0, err := msgs[0].Parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, body1, err := msgs[1].Parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h0.Get("webhook-id") == "" || h0.Get("webhook-id") != h1.Get("webhook-id") || !bytes.Equal(body0, body1) {
+		t.Errorf("the resent mail differs: webhook-id %q vs %q, bodies equal %v",
+			h0.Get("webhook-id"), h1.Get("webhook-id"), bytes.Equal(body0, body1))
+	}
+}
