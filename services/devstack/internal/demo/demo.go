@@ -373,6 +373,7 @@ func (d *runner) summary(samples []*sample) {
 	d.printf(`
 Where to look
   gateway         %[1]s   (health: %[1]s/readyz, metrics: %[1]s/metrics)
+  dashboard       %[1]s/dashboard   (sign in with the demo API key)
   demo API key    %[2]s   (all demo keys: %[3]s; source it in a shell)
   read a task     curl -s -u '%[2]s:' %[1]s/v1/task/%[4]s
   read attempts   curl -s -u '%[2]s:' %[1]s/v1/task/%[4]s/callback
