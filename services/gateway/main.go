@@ -25,6 +25,7 @@ import (
 	"refonte.ai/callbacks/pkg/invalid"
 	"refonte.ai/callbacks/pkg/logging"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/tracing"
 	"refonte.ai/callbacks/services/gateway/internal/api"
 	"refonte.ai/callbacks/services/gateway/internal/recovery"
 )
@@ -48,6 +49,11 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	stopTracing, err := tracing.Setup(ctx, "refonte-gateway")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stopTracing(context.Background()) }()
 
 	nc, err := conn.NATS(cfg.NATSURL, "refonte-gateway", log)
 	if err != nil {
