@@ -34,7 +34,11 @@ local function expire()
   redis.call('EXPIRE', deliveries, retention)
 end
 
-local version = tonumber(redis.call('HGET', profile, 'version') or '0')
+-- Only Begin's answer needs the profile's version; the other operations answer 0.
+local version = 0
+if op == 'begin' then
+  version = tonumber(redis.call('HGET', profile, 'version') or '0')
+end
 
 local function touch_index()
   redis.call('ZADD', index, now, ARGV[8])
@@ -71,8 +75,13 @@ if chain > cur then
   redis.call('HSET', task, 'chain', chain, 'delivery', delivery, 'attempts', 0, 'state', 'pending',
     'webhook_id', ARGV[5], 'task', ARGV[6], 'customer_id', ARGV[7], 'task_id', ARGV[8],
     'queued_at', now, 'updated_at', now)
-  redis.call('HDEL', task, 'inflight', 'next_attempt_at')
-  redis.call('HSET', deliveries, chain, 'q:' .. delivery)
+  if h[5] or h[7] then
+    redis.call('HDEL', task, 'inflight', 'next_attempt_at')
+  end
+  if op ~= 'begin' then
+    -- begin marks the delivery as begun right below
+    redis.call('HSET', deliveries, chain, 'q:' .. delivery)
+  end
   cur, state, due, attempts, inflight = chain, 'pending', 0, 0, 0
 end
 
