@@ -124,16 +124,7 @@ func (c *Cluster) Node(name string) *NATS {
 // context; it reconnects to another node when its node goes away.
 func (c *Cluster) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatalf("connect nats cluster: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
+	return ConnectURL(t, c.URLs())
 }
 
 // StreamLeader is the server name of the stream's current leader ("" while none is elected).
@@ -296,16 +287,7 @@ func (c *ProcessCluster) URLs() string {
 // context.
 func (c *ProcessCluster) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatalf("connect nats cluster: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
+	return ConnectURL(t, c.URLs())
 }
 
 // Has reports whether name is one of the nodes.

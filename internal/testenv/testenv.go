@@ -7,6 +7,7 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -18,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+
+	"refonte.ai/callbacks/pkg/publish"
 )
 
 // NATS is an in-process nats-server with JetStream.
@@ -82,9 +85,16 @@ func (n *NATS) Restart() {
 // Connect returns a client connection (closed at cleanup) and its JetStream context.
 func (n *NATS) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(n.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	return ConnectURL(t, n.URL())
+}
+
+// ConnectURL connects to the comma-separated servers in urls (closed at cleanup), reconnecting
+// forever as the services do, and returns the connection and its JetStream context.
+func ConnectURL(t testing.TB, urls string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
-		t.Fatalf("connect nats: %v", err)
+		t.Fatalf("connect nats %s: %v", urls, err)
 	}
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -92,6 +102,20 @@ func (n *NATS) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return nc, js
+}
+
+// Publish publishes one task completion for customerID with the Nats-Msg-Id
+// "evt_<customer>_<task_id>", failing the test if the stream does not store it.
+func Publish(t testing.TB, pub *publish.Publisher, customerID string, task map[string]any) {
+	t.Helper()
+	raw, err := json.Marshal(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.Publish(context.Background(), publish.Completion{CustomerID: customerID, Task: raw,
+		MsgID: fmt.Sprintf("evt_%s_%s", customerID, task["task_id"])}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // RedisURL is the Redis the tests use: $TEST_REDIS_URL, else the machine's 127.0.0.1:6379.

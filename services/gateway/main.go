@@ -8,9 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,37 +20,24 @@ import (
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/invalid"
-	"refonte.ai/callbacks/pkg/logging"
+	"refonte.ai/callbacks/pkg/service"
 	"refonte.ai/callbacks/pkg/status"
-	"refonte.ai/callbacks/pkg/tracing"
 	"refonte.ai/callbacks/services/gateway/internal/api"
 	"refonte.ai/callbacks/services/gateway/internal/recovery"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("gateway", run) }
 
 func run(ctx context.Context) error {
 	cfg, err := api.LoadConfig(env.New())
 	if err != nil {
 		return err
 	}
-	log, err := logging.New("gateway", cfg.LogFormat, cfg.LogLevel)
+	log, flush, err := service.Observe(ctx, "gateway", cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	stopTracing, err := tracing.Setup(ctx, "refonte-gateway")
-	if err != nil {
-		return err
-	}
-	defer func() { _ = stopTracing(context.Background()) }()
+	defer flush()
 
 	nc, err := conn.NATS(cfg.NATSURL, "refonte-gateway", log)
 	if err != nil {

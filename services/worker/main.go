@@ -6,11 +6,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,37 +21,24 @@ import (
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/invalid"
-	"refonte.ai/callbacks/pkg/logging"
+	"refonte.ai/callbacks/pkg/service"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
-	"refonte.ai/callbacks/pkg/tracing"
 	"refonte.ai/callbacks/services/worker/internal/worker"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "worker:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("worker", run) }
 
 func run(ctx context.Context) error {
 	cfg, err := worker.LoadConfig(env.New())
 	if err != nil {
 		return err
 	}
-	log, err := logging.New("worker", cfg.LogFormat, cfg.LogLevel)
+	log, flush, err := service.Observe(ctx, "worker", cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	stopTracing, err := tracing.Setup(ctx, "refonte-worker")
-	if err != nil {
-		return err
-	}
-	defer func() { _ = stopTracing(context.Background()) }()
+	defer flush()
 
 	nc, err := conn.NATS(cfg.NATSURL, "refonte-worker", log)
 	if err != nil {

@@ -184,13 +184,9 @@ const (
 )
 
 type statsBucket struct {
-	Start        time.Time `json:"start"`
-	Succeeded    int       `json:"succeeded"`
-	Failed       int       `json:"failed"`
-	LatencyMSP50 *int64    `json:"latency_ms_p50"`
-	LatencyMSP95 *int64    `json:"latency_ms_p95"`
-	LatencyMSMax *int64    `json:"latency_ms_max"`
-	latencies    []int64
+	Start time.Time `json:"start"`
+	statsTotals
+	latencies []int64
 }
 
 type statsTotals struct {

@@ -323,14 +323,7 @@ func task(id, callbackURL string) map[string]any {
 
 func (h *harness) publish(customerID string, task map[string]any) {
 	h.t.Helper()
-	raw, err := json.Marshal(task)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if _, err := h.pub.Publish(context.Background(), publish.Completion{CustomerID: customerID, Task: raw,
-		MsgID: fmt.Sprintf("evt_%s_%s", customerID, task["task_id"])}); err != nil {
-		h.t.Fatal(err)
-	}
+	testenv.Publish(h.t, h.pub, customerID, task)
 }
 
 // callbackView is GET /v1/task/{id}/callback.

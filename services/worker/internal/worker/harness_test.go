@@ -2,8 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -136,14 +134,7 @@ func task(id, callbackURL string) map[string]any {
 
 func (h *harness) publish(customerID string, task map[string]any) {
 	h.t.Helper()
-	raw, err := json.Marshal(task)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if _, err := h.pub.Publish(context.Background(), publish.Completion{CustomerID: customerID, Task: raw,
-		MsgID: fmt.Sprintf("evt_%s_%s", customerID, task["task_id"])}); err != nil {
-		h.t.Fatal(err)
-	}
+	testenv.Publish(h.t, h.pub, customerID, task)
 }
 
 func (h *harness) record(customerID, taskID string) (status.Record, bool) {
