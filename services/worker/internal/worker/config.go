@@ -21,8 +21,11 @@ type Config struct {
 	RedisURL    string
 	RedisPrefix string
 	MetricsAddr string
-	LogFormat   string
-	LogLevel    string
+	// Profiling serves net/http/pprof on MetricsAddr: off by default, since profiles show the
+	// process's internals to whoever can reach that address.
+	Profiling bool
+	LogFormat string
+	LogLevel  string
 
 	Stream        stream.Config
 	Consumer      string
@@ -61,6 +64,7 @@ func LoadConfig(r *env.Reader) (Config, error) {
 		RedisURL:    r.String("REDIS_URL", "redis://127.0.0.1:6379/0"),
 		RedisPrefix: r.String("REDIS_PREFIX", "rc:"),
 		MetricsAddr: r.String("METRICS_ADDR", "127.0.0.1:9091"),
+		Profiling:   r.Bool("PPROF", false),
 		LogFormat:   r.String("LOG_FORMAT", "json"),
 		LogLevel:    r.String("LOG_LEVEL", "info"),
 

@@ -101,8 +101,23 @@ func (w *Worker) Run(ctx context.Context) error {
 	for range w.slots {
 		free <- struct{}{}
 	}
-	var inflight sync.WaitGroup
-	defer w.drain(&inflight)
+	// One long-lived goroutine per slot rather than one per message: a delivery's goroutine
+	// grows its stack to tens of kilobytes (net/http's round trip), and growing a fresh stack
+	// for every message cost about 8% of the worker's CPU at full speed.
+	jobs := make(chan jetstream.Msg, w.slots)
+	var handlers sync.WaitGroup
+	for range w.slots {
+		handlers.Go(func() {
+			for msg := range jobs {
+				w.handle(ctx, msg)
+				free <- struct{}{}
+			}
+		})
+	}
+	defer func() {
+		close(jobs)
+		w.drain(&handlers)
+	}()
 	failures := 0
 	for {
 		select {
@@ -145,12 +160,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				free <- struct{}{}
 				continue
 			}
-			inflight.Add(1)
-			go func() {
-				defer inflight.Done()
-				defer func() { free <- struct{}{} }()
-				w.handle(ctx, msg)
-			}()
+			jobs <- msg // never blocks: at most w.slots messages are out at once
 		}
 		cancelPull()
 		for range n - got {
