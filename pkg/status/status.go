@@ -64,8 +64,7 @@ func (s *Store) Load(ctx context.Context) error {
 // profile key's form is pkg/customer's; a test holds the two together).
 func (s *Store) keys(customerID, taskID string) []string {
 	tag := s.prefix + "{" + customerID + "}:"
-	return []string{tag + "task:" + taskID, tag + "attempts:" + taskID, tag + "index",
-		tag + "profile", tag + "deliveries:" + taskID}
+	return []string{tag + "task:" + taskID, tag + "attempts:" + taskID, tag + "index", tag + "profile"}
 }
 
 // Delivery identifies one delivery of a task's callback: the original, or a resend.
@@ -194,6 +193,10 @@ func (s *Store) Finish(ctx context.Context, d Delivery, target string, outcome O
 	var nextMS int64
 	if !next.IsZero() {
 		nextMS = next.UnixMilli()
+	}
+	if outcome != OutcomeNoCallback {
+		// Only a finish that starts the delivery stores the task; the others need not carry it.
+		d.Task = nil
 	}
 	res, err := s.run(ctx, "finish", d, now, target, attempt, string(outcome), logLine, nextMS)
 	if err != nil {
