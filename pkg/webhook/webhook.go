@@ -144,15 +144,17 @@ func (s *Sender) post(ctx context.Context, m delivery.Message) delivery.Result {
 	if err != nil {
 		return delivery.Result{Err: err, Permanent: true}
 	}
-	h := req.Header
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", s.cfg.UserAgent)
-	h.Set("refonte-ai--callback-auth", m.AuthKey)
-	h.Set("webhook-id", m.WebhookID)
-	h.Set("webhook-timestamp", strconv.FormatInt(m.Timestamp.Unix(), 10))
-	h.Set("webhook-signature", m.Signature)
+	// Keys already in canonical form, set directly: Header.Set canonicalises every key again.
+	req.Header = http.Header{
+		"Content-Type":              {"application/json"},
+		"User-Agent":                {s.cfg.UserAgent},
+		"Refonte-Ai--Callback-Auth": {m.AuthKey},
+		"Webhook-Id":                {m.WebhookID},
+		"Webhook-Timestamp":         {strconv.FormatInt(m.Timestamp.Unix(), 10)},
+		"Webhook-Signature":         {m.Signature},
+	}
 	for k, v := range m.Header {
-		h.Set(k, v)
+		req.Header.Set(k, v)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
