@@ -42,22 +42,43 @@ type Profile struct {
 	// Version grows with every change, so a cached copy can tell it is stale.
 	Version    int64 `json:"-"`
 	apiKeyHash string
+	// keys are the secrets decoded and keyed once when the profile was read, so the copy a
+	// worker caches signs every callback without setting up its HMACs again.
+	keys *keyring
+}
+
+type keyring struct {
+	secret, previous string // what was decoded, so a profile whose secrets changed decodes anew
+	current, prev    signing.Key
+	currentErr       error
+	prevOK           bool
+}
+
+func newKeyring(p Profile) *keyring {
+	k := &keyring{secret: p.SigningSecret, previous: p.PreviousSecret}
+	k.current, k.currentErr = signing.ParseSecret(p.SigningSecret)
+	if p.PreviousSecret != "" {
+		var err error
+		k.prev, err = signing.ParseSecret(p.PreviousSecret)
+		k.prevOK = err == nil
+	}
+	return k
 }
 
 // SigningKeys are the keys that sign a callback at now: the current secret, and the previous one
 // while its overlap lasts.
 func (p Profile) SigningKeys(now time.Time) ([]signing.Key, error) {
-	cur, err := signing.ParseSecret(p.SigningSecret)
-	if err != nil {
-		return nil, fmt.Errorf("customer %s: %w", p.ID, err)
+	k := p.keys
+	if k == nil || k.secret != p.SigningSecret || k.previous != p.PreviousSecret {
+		k = newKeyring(p)
 	}
-	keys := []signing.Key{cur}
-	if p.PreviousSecret != "" && now.Before(p.PreviousSecretEnds) {
-		if prev, err := signing.ParseSecret(p.PreviousSecret); err == nil {
-			keys = append(keys, prev)
-		}
+	if k.currentErr != nil {
+		return nil, fmt.Errorf("customer %s: %w", p.ID, k.currentErr)
 	}
-	return keys, nil
+	if k.prevOK && now.Before(p.PreviousSecretEnds) {
+		return []signing.Key{k.current, k.prev}, nil
+	}
+	return []signing.Key{k.current}, nil
 }
 
 // Store reads and writes profiles. Every key of one customer carries the hash tag {customer_id},
@@ -150,6 +171,7 @@ func (s *Store) Get(ctx context.Context, id string) (Profile, error) {
 	if ms, err := strconv.ParseInt(m["previous_secret_ends_ms"], 10, 64); err == nil {
 		p.PreviousSecretEnds = time.UnixMilli(ms)
 	}
+	p.keys = newKeyring(p)
 	return p, nil
 }
 

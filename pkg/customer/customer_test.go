@@ -9,6 +9,7 @@ import (
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/signing"
 )
 
 var ctx = context.Background()
@@ -81,4 +82,43 @@ func values(m map[string]string) []string {
 		out = append(out, v)
 	}
 	return out
+}
+
+// The keys a profile decodes once when it is read sign exactly as freshly decoded secrets do, and
+// a copy whose secret was replaced does not keep signing with the old one.
+func TestSigningKeysDecodedOnceFollowTheSecret(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	s := customer.NewStore(rdb, prefix)
+	if _, _, err := s.Create(ctx, "c1", ""); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Get(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"task_id":"t1"}`)
+	signsWith := func(p customer.Profile, secret string) bool {
+		t.Helper()
+		keys, err := p.SigningKeys(time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := signing.ParseSecret(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return signing.Sign("msg_1", 1700000000, body, keys...) == signing.Sign("msg_1", 1700000000, body, want)
+	}
+	if !signsWith(p, p.SigningSecret) {
+		t.Error("the profile read from Redis does not sign with its secret")
+	}
+	changed := p
+	changed.SigningSecret = signing.NewSecret()
+	if !signsWith(changed, changed.SigningSecret) {
+		t.Error("a profile whose secret changed still signs with the secret it was read with")
+	}
+	changed.SigningSecret = "whsec_not base64"
+	if _, err := changed.SigningKeys(time.Now()); err == nil {
+		t.Error("an unusable secret gave signing keys")
+	}
 }

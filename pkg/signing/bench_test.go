@@ -38,7 +38,7 @@ func BenchmarkSign(b *testing.B) {
 	}
 }
 
-// BenchmarkParseSecret is the key derivation the worker repeats for every attempt.
+// BenchmarkParseSecret is the key set-up a profile does once when it is read (decode + keyed HMAC).
 func BenchmarkParseSecret(b *testing.B) {
 	secret := signing.NewSecret()
 	b.ReportAllocs()
