@@ -69,13 +69,12 @@ local inflight = tonumber(h[7] or '0')
 local marked = h[8]
 
 -- The fields this operation writes, collected so the hash is written once.
-local set = {}
-local function put(...)
-  local kv = {...}
-  for i = 1, #kv do set[#set + 1] = kv[i] end
+local set, n = {}, 0
+local function put(k, v)
+  set[n + 1], set[n + 2], n = k, v, n + 2
 end
 local function write()
-  if #set > 0 then redis.call('HSET', task, unpack(set)) end
+  if n > 0 then redis.call('HSET', task, unpack(set, 1, n)) end
 end
 
 local fresh = chain > cur
@@ -85,8 +84,9 @@ if fresh then
     -- a different completion event: the previous outcome says nothing about this one
     redis.call('HDEL', task, 'succeeded')
   end
-  put('chain', chain, 'delivery', delivery, 'attempts', 0, 'state', 'pending', 'webhook_id', ARGV[5],
-    'customer_id', ARGV[7], 'task_id', ARGV[8], 'queued_at', now, 'updated_at', now)
+  put('chain', ARGV[2]) put('delivery', delivery) put('attempts', 0) put('state', 'pending')
+  put('webhook_id', ARGV[5]) put('customer_id', ARGV[7]) put('task_id', ARGV[8])
+  put('queued_at', now) put('updated_at', now)
   if ARGV[6] ~= '' then put('task', ARGV[6]) end
   if due > 0 then put('next_attempt_at', 0) end
   if inflight > 0 then put('inflight', 0) end
@@ -129,7 +129,7 @@ if op == 'begin' then
       error = 'interrupted: the worker stopped before this attempt\'s outcome was recorded'}))
   end
   if attempts >= tonumber(ARGV[10]) then
-    put('state', 'failed', 'succeeded', '0', 'updated_at', now, 'inflight', 0)
+    put('state', 'failed') put('succeeded', '0') put('updated_at', now) put('inflight', 0)
     if due > 0 then put('next_attempt_at', 0) end
     write()
     touch_index()
@@ -138,7 +138,8 @@ if op == 'begin' then
   end
   attempts = attempts + 1
   if state == 'pending' and attempts > 1 then state = 'retrying' end
-  put('attempts', attempts, 'inflight', attempts, 'target', ARGV[9], 'updated_at', now, 'state', state)
+  put('attempts', attempts) put('inflight', attempts) put('target', ARGV[9]) put('updated_at', now)
+  put('state', state)
   write()
   -- Each begin renews the retention, so the status outlives its last attempt by at least that.
   redis.call('EXPIRE', task, retention)
@@ -152,26 +153,28 @@ if ARGV[12] ~= '' then push_log(ARGV[12]) end
 if chain < cur then return {1, 0, delivery, version} end
 if inflight == attempt and attempt > 0 then put('inflight', 0) end
 if state == 'succeeded' or (state == 'failed' and outcome ~= 'succeeded') then
-  put('target', ARGV[9], 'updated_at', now)
+  put('target', ARGV[9]) put('updated_at', now)
   write()
   return {2, attempts, delivery, version}
 end
 if outcome == 'succeeded' then
-  put('state', 'succeeded', 'succeeded', '1', 'last_attempt_at', now, 'target', ARGV[9], 'updated_at', now)
+  put('state', 'succeeded') put('succeeded', '1') put('last_attempt_at', now) put('target', ARGV[9])
+  put('updated_at', now)
   if due > 0 then put('next_attempt_at', 0) end
 elseif outcome == 'retry' then
   if attempt >= attempts then
-    put('state', 'retrying', 'next_attempt_at', ARGV[13], 'last_attempt_at', now, 'target', ARGV[9],
-      'updated_at', now)
+    put('state', 'retrying') put('next_attempt_at', ARGV[13]) put('last_attempt_at', now)
+    put('target', ARGV[9]) put('updated_at', now)
   else
-    put('target', ARGV[9], 'updated_at', now)
+    put('target', ARGV[9]) put('updated_at', now)
   end
 elseif outcome == 'failed' then
-  put('state', 'failed', 'succeeded', '0', 'last_attempt_at', now, 'target', ARGV[9], 'updated_at', now)
+  put('state', 'failed') put('succeeded', '0') put('last_attempt_at', now) put('target', ARGV[9])
+  put('updated_at', now)
   if due > 0 then put('next_attempt_at', 0) end
 elseif outcome == 'no_callback' then
-  put('state', 'no_callback', 'attempts', 0, 'last_attempt_at', now, 'updated_at', now, 'target', '',
-    'next_attempt_at', 0)
+  put('state', 'no_callback') put('attempts', 0) put('last_attempt_at', now) put('updated_at', now)
+  put('target', '') put('next_attempt_at', 0)
   redis.call('HDEL', task, 'succeeded')
 end
 write()
