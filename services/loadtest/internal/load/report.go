@@ -93,8 +93,10 @@ type ProcessCost struct {
 // RedisCost is the Redis server's share; the server may be shared with other users.
 type RedisCost struct {
 	ProcessCost
-	UsedMemoryDelta int64   `json:"used_memory_delta_bytes"`
-	BytesPerTask    float64 `json:"bytes_per_task"`
+	UsedMemoryDelta      int64   `json:"used_memory_delta_bytes"`
+	BytesPerTask         float64 `json:"bytes_per_task"`
+	Version              string  `json:"version,omitempty"`
+	HashMaxListpackValue string  `json:"hash_max_listpack_value,omitempty"`
 }
 
 // NATSStats are the server's own figures (varz).
@@ -206,7 +208,8 @@ func (r *Report) WriteTable(w io.Writer) {
 			p("  %s: %s\n", pc.Name, pc.Includes)
 		}
 	}
-	p("redis: used memory %+.1f MB (%.0f bytes per task status)\n", mb(r.Redis.UsedMemoryDelta), r.Redis.BytesPerTask)
+	p("redis: used memory %+.1f MB (%.0f bytes per task status); Redis %s, hash-max-listpack-value %s\n",
+		mb(r.Redis.UsedMemoryDelta), r.Redis.BytesPerTask, r.Redis.Version, r.Redis.HashMaxListpackValue)
 	if r.NATS.MemPeak > 0 {
 		p("nats varz: mem %.1f MB at start, %.1f MB peak, %.1f MB at end\n", mb(r.NATS.MemStart), mb(r.NATS.MemPeak), mb(r.NATS.MemEnd))
 	}
