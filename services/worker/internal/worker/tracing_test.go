@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -69,6 +70,21 @@ func TestTracing_one_trace_from_publish_to_the_POST(t *testing.T) {
 	if byName["callback.attempt"].Parent.SpanID() != byName["callback.deliver"].SpanContext.SpanID() ||
 		byName["callback.deliver"].Parent.SpanID() != byName["publish tasks.completed.*"].SpanContext.SpanID() {
 		t.Error("spans are not chained publish → deliver → attempt")
+	}
+	// Attributes are set only on spans that record; these do.
+	attr := func(name string, key attribute.Key) attribute.Value {
+		for _, kv := range byName[name].Attributes {
+			if kv.Key == key {
+				return kv.Value
+			}
+		}
+		return attribute.Value{}
+	}
+	if v := attr("callback.deliver", "refonte.task_id"); v.AsString() != "t1" {
+		t.Errorf("callback.deliver refonte.task_id = %q, want t1", v.Emit())
+	}
+	if v := attr("callback.attempt", "refonte.attempt"); v.AsInt64() != 1 {
+		t.Errorf("callback.attempt refonte.attempt = %q, want 1", v.Emit())
 	}
 	if tp_[36:52] != byName["callback.attempt"].SpanContext.SpanID().String() {
 		t.Errorf("traceparent names span %s, want the attempt span", tp_[36:52])
