@@ -150,14 +150,35 @@ func stringField(raw []byte, sp span, name string) (string, error) {
 	return out, nil
 }
 
-// compact removes insignificant white space; the input has passed the strict scan.
+// compact removes insignificant white space; the input has passed the strict scan. Most
+// publishers send compact JSON, which is returned as it is (sharing raw's memory, capacity
+// capped so an append cannot write into it): encoding/json's Compact cost 3% of a worker's CPU.
 func compact(v []byte) json.RawMessage {
+	if !spaceOutsideStrings(v) {
+		return v[:len(v):len(v)]
+	}
 	var b bytes.Buffer
 	b.Grow(len(v))
 	if err := json.Compact(&b, v); err != nil {
 		return append(json.RawMessage(nil), v...) // cannot happen after scan
 	}
 	return b.Bytes()
+}
+
+// spaceOutsideStrings reports whether valid JSON v holds white space between its tokens.
+func spaceOutsideStrings(v []byte) bool {
+	inString := false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case inString && c == '\\':
+			i++ // the escaped character cannot end the string
+		case c == '"':
+			inString = !inString
+		case !inString && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return true
+		}
+	}
+	return false
 }
 
 func first(raw []byte) byte {

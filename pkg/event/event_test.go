@@ -112,3 +112,21 @@ func TestDecode_at_the_size_limit_is_accepted(t *testing.T) {
 		t.Errorf("an event of exactly MaxSize bytes is refused: %v", err)
 	}
 }
+
+// The task is passed on compact: white space between tokens goes, white space inside strings
+// (after escaped quotes and backslashes too) stays, and an already compact task comes out as is.
+func TestDecode_task_is_compacted(t *testing.T) {
+	// The only white space between tokens comes after escapes, where a scan that lost track of
+	// strings would take it for string content.
+	compact := `{"task_id":"t1","status":"completed","note":"a\"b\\","x":[1,2]}`
+	spaced := `{"task_id":"t1","status":"completed","note":"a\"b\\","x": [1,` + "\n\t" + `2]}`
+	for _, tc := range []struct{ name, task string }{{"compact", compact}, {"spaced", spaced}} {
+		ev, err := event.Decode([]byte(`{"customer_id":"c1","task":` + tc.task + `}`))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if string(ev.Task) != compact {
+			t.Errorf("%s: task %s, want %s", tc.name, ev.Task, compact)
+		}
+	}
+}

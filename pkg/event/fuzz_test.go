@@ -1,6 +1,7 @@
 package event_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"unicode/utf8"
@@ -30,6 +31,10 @@ func FuzzDecode(f *testing.F) {
 		}
 		if !json.Valid(raw) {
 			t.Fatalf("accepted invalid JSON %q", raw)
+		}
+		var compacted bytes.Buffer
+		if err := json.Compact(&compacted, ev.Task); err != nil || !bytes.Equal(compacted.Bytes(), ev.Task) {
+			t.Fatalf("task is not compact JSON: %q", ev.Task)
 		}
 		body := ev.CallbackBody()
 		if !json.Valid(body) || !utf8.Valid(body) {
