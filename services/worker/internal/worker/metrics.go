@@ -22,6 +22,7 @@ type Metrics struct {
 	rejected        *prometheus.CounterVec
 	deferred        prometheus.Counter
 	inFlight        prometheus.Gauge
+	pullSize        prometheus.Histogram
 }
 
 // NewMetrics registers the worker's series on reg (nil: a private registry, for tests).
@@ -66,9 +67,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "refonte_callback_in_flight",
 			Help: "Messages being processed by this worker.",
 		}),
+		pullSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "refonte_worker_pull_messages",
+			Help:    "Messages each pull request brought (each pull costs a subscription and a request on the server).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
 	}
 	reg.MustRegister(m.attempts, m.deliveries, m.attemptDuration, m.firstAttempt, m.toSuccess,
-		m.rejected, m.deferred, m.inFlight)
+		m.rejected, m.deferred, m.inFlight, m.pullSize)
 	for _, r := range event.Reasons {
 		m.rejected.WithLabelValues(string(r))
 	}

@@ -163,6 +163,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			jobs <- msg // never blocks: at most w.slots messages are out at once
 		}
 		cancelPull()
+		w.Metrics.pullSize.Observe(float64(got))
 		for range n - got {
 			free <- struct{}{}
 		}
