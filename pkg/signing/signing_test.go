@@ -1,9 +1,11 @@
 package signing_test
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,5 +58,34 @@ func TestParseSecret_refuses_malformed_secrets(t *testing.T) {
 		if _, err := signing.ParseSecret(s); err == nil {
 			t.Errorf("ParseSecret(%q) accepted", s)
 		}
+	}
+}
+
+// One Key signs from many goroutines at once (a worker's deliveries share a cached profile): the
+// keyed state is only copied, never written, so every signature is the one a fresh key gives.
+func TestSign_one_key_shared_by_concurrent_signers(t *testing.T) {
+	secret := signing.NewSecret()
+	shared, err := signing.ParseSecret(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				id, body := fmt.Sprintf("msg_%d_%d", g, i), []byte(fmt.Sprintf(`{"n":%d}`, i))
+				fresh, _ := signing.ParseSecret(secret)
+				if got, want := signing.Sign(id, 1700000000, body, shared), signing.Sign(id, 1700000000, body, fresh); got != want {
+					errs <- fmt.Sprintf("%s: shared key signed %s, fresh key %s", id, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
