@@ -5,6 +5,7 @@
 #   scripts/bench.sh            micro benchmarks, whole-delivery benchmark + CPU profile, load runs
 #   scripts/bench.sh micro      only the go test benchmarks
 #   scripts/bench.sh load       only the load runs
+#   scripts/bench.sh soak       a soak: SOAK_RATE/s (3000) for SOAK_DURATION (10m), memory by minute
 #
 # Needs Redis at $REDIS_URL (default redis://127.0.0.1:6379/0; keys go under a prefix of each
 # run's own and are deleted afterwards), or PRIVATE_REDIS=1 to start a redis-server of its own on
@@ -105,9 +106,21 @@ loadruns() {
     $( [ "$PARKED" -gt 0 ] && echo "$OUT/parked.json" ) | tee "$OUT/summary.txt"
 }
 
+soak() {
+  go build -o "$OUT/bin/loadtest" ./services/loadtest
+  go build -o "$OUT/bin/worker" ./services/worker
+  go build -o "$OUT/bin/nats-server" github.com/nats-io/nats-server/v2
+  echo "== soak: ${SOAK_RATE:-3000}/s for ${SOAK_DURATION:-10m} (Redis grows by ~2.2 KB per callback until the end)"
+  # shellcheck disable=SC2086
+  "$OUT/bin/loadtest" -worker-bin "$OUT/bin/worker" -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" $LOAD_FLAGS \
+    -label "soak${SOAK_RATE:-3000}" -rate "${SOAK_RATE:-3000}" -duration "${SOAK_DURATION:-10m}" -sample 10s \
+    -json "$OUT/soak.json" | tee "$OUT/soak.txt"
+}
+
 case $what in
   micro) micro ;;
   load) loadruns ;;
+  soak) soak ;;
   all) micro; loadruns ;;
-  *) echo "usage: $0 [all|micro|load]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|micro|load|soak]" >&2; exit 2 ;;
 esac

@@ -174,3 +174,17 @@ func TestConfig_refuses_unbounded_runs(t *testing.T) {
 		t.Error("shares over 1 were accepted")
 	}
 }
+
+// A soak's report shows the workers' RSS once a minute and at the end; short runs show none.
+func TestRSSByMinute(t *testing.T) {
+	var tl []Sample
+	for sec := 0.0; sec <= 150; sec += 10 {
+		tl = append(tl, Sample{T: sec, WorkerRSS: []int64{int64(40+sec/10) << 20, 50 << 20}})
+	}
+	if got, want := rssByMinute(tl), " 60s 46/50 120s 52/50 150s 55/50"; got != want {
+		t.Errorf("rssByMinute = %q, want %q", got, want)
+	}
+	if got := rssByMinute(tl[:5]); got != "" {
+		t.Errorf("a 40-second run gave %q, want nothing", got)
+	}
+}

@@ -213,6 +213,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	if r.NATS.MemPeak > 0 {
 		p("nats varz: mem %.1f MB at start, %.1f MB peak, %.1f MB at end\n", mb(r.NATS.MemStart), mb(r.NATS.MemPeak), mb(r.NATS.MemEnd))
 	}
+	if line := rssByMinute(r.Timeline); line != "" {
+		p("worker RSS MB by minute (growth check):%s\n", line)
+	}
 	if pk := r.Parked; pk != nil {
 		p("parked: %d callbacks, %d first attempts in %.1fs; %d ack-pending; NATS mem %.1f MB before, %.1f MB parked "+
 			"(%+.1f MB); idle %.0fs: NATS CPU %.2fs, workers CPU %.2fs\n",
@@ -236,6 +239,33 @@ func (r *Report) WriteTable(w io.Writer) {
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+// rssByMinute lists the workers' RSS at the first sample of each minute and at the last sample,
+// for runs of two minutes or more: a soak's memory trend at a glance.
+func rssByMinute(tl []Sample) string {
+	if len(tl) == 0 || tl[len(tl)-1].T < 120 {
+		return ""
+	}
+	var b strings.Builder
+	next := 60.0
+	for i, s := range tl {
+		if s.T < next && i != len(tl)-1 {
+			continue
+		}
+		fmt.Fprintf(&b, " %.0fs", s.T)
+		for j, rss := range s.WorkerRSS {
+			sep := "/"
+			if j == 0 {
+				sep = " "
+			}
+			fmt.Fprintf(&b, "%s%.0f", sep, mb(rss))
+		}
+		for next <= s.T {
+			next += 60
+		}
+	}
+	return b.String()
+}
 
 // dash formats n/unit, or "-" for zero.
 func dash(n int64, format string, unit float64) string {
