@@ -75,6 +75,7 @@ type cpuSnap struct {
 	redisRSS  int64
 	redisPeak int64
 	redisPID  int
+	redisVer  string
 	machine   float64
 }
 
@@ -150,6 +151,7 @@ func (m *meter) snapshot(ctx context.Context) cpuSnap {
 		s.redisMem, _ = strconv.ParseInt(kv["used_memory"], 10, 64)
 		s.redisRSS, _ = strconv.ParseInt(kv["used_memory_rss"], 10, 64)
 		s.redisPID, _ = strconv.Atoi(kv["process_id"])
+		s.redisVer = kv["redis_version"]
 		if s.redisPID > 0 {
 			_, s.redisPeak = memory(s.redisPID)
 		}
@@ -197,6 +199,7 @@ func (m *meter) costs(a, b cpuSnap, delivered int64, wall time.Duration) ([]Proc
 		"shared server: CPU of every client in the window; peak RSS is the server's lifetime peak")}
 	rc.EndRSS, rc.PeakRSS = b.redisRSS, b.redisPeak
 	rc.UsedMemoryDelta = b.redisMem - a.redisMem
+	rc.Version = b.redisVer
 	ours += rc.CPUSeconds
 	machine := b.machine - a.machine
 	totals := []ProcessCost{

@@ -295,7 +295,6 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		r.Redis.BytesPerTask = float64(r.Redis.UsedMemoryDelta) / float64(r.Delivered)
 	}
 	// The hash encoding limit decides most of the bytes per task status (README, Performance).
-	r.Redis.Version = redisInfoField(ctx, rdb, "redis_version")
 	if v, err := rdb.ConfigGet(ctx, "hash-max-listpack-value").Result(); err == nil {
 		r.Redis.HashMaxListpackValue = v["hash-max-listpack-value"]
 	}
@@ -470,17 +469,4 @@ func deleteKeys(rdb *redis.Client, prefix string) (int, error) {
 		return n, err
 	}
 	return n, iter.Err()
-}
-
-func redisInfoField(ctx context.Context, rdb *redis.Client, field string) string {
-	info, err := rdb.Info(ctx, "server").Result()
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == field {
-			return v
-		}
-	}
-	return ""
 }
