@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -173,5 +174,108 @@ func TestDeliver_trickling_answer_is_a_timeout(t *testing.T) {
 	res := s.Deliver(context.Background(), msg(t, srv.URL))
 	if res.OK() || !strings.HasPrefix(res.Err.Error(), "timeout") {
 		t.Errorf("result %v, want a timeout", res.Err)
+	}
+}
+
+// The request is the callback exactly: path and query as registered (not normalised), the
+// contract's headers, the body byte for byte, and kept-alive connections reused.
+func TestDeliver_sends_the_callback_as_given(t *testing.T) {
+	type seen struct {
+		method, uri, body string
+		header            http.Header
+	}
+	got := make(chan seen, 2)
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{r.Method, r.RequestURI, string(b), r.Header.Clone()}
+	})
+	s := webhook.New(webhook.Config{Timeout: 2 * time.Second, AllowPrivate: true, UserAgent: "Refonte-Callbacks/test"})
+	m := msg(t, srv.URL+"/hooks//a%2Fb/./c?x=1&y=%20")
+	m.Body = []byte(`{"task_id":"t1","status":"completed"}`)
+	m.Header = map[string]string{"Traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+	for range 2 {
+		if res := s.Deliver(context.Background(), m); !res.OK() {
+			t.Fatalf("deliver: %v", res.Err)
+		}
+		r := <-got
+		if r.method != http.MethodPost || r.uri != "/hooks//a%2Fb/./c?x=1&y=%20" || r.body != string(m.Body) {
+			t.Errorf("got %s %s %q", r.method, r.uri, r.body)
+		}
+		for k, want := range map[string]string{
+			"Content-Type": "application/json", "User-Agent": "Refonte-Callbacks/test",
+			"Refonte-Ai--Callback-Auth": m.AuthKey, "Webhook-Id": m.WebhookID,
+			"Webhook-Timestamp": strconv.FormatInt(m.Timestamp.Unix(), 10), "Webhook-Signature": m.Signature,
+			"Traceparent": m.Header["Traceparent"],
+		} {
+			if v := r.header.Get(k); v != want {
+				t.Errorf("header %s = %q, want %q", k, v, want)
+			}
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("two deliveries opened %d connections, want 1 kept alive", n)
+	}
+}
+
+// hijackingServer answers through the raw connection: answer(conn) writes what it likes and the
+// connection is then closed without a "Connection: close", as a server that drops idle or
+// broken connections does.
+func hijackingServer(t *testing.T, answer func(c net.Conn)) (*httptest.Server, *atomic.Int64, *atomic.Int64) {
+	var requests atomic.Int64
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		answer(c)
+		_ = c.Close()
+	})
+	return srv, conns, &requests
+}
+
+// A kept-alive connection that the server closed after its last answer is not the endpoint's
+// failure: the callback goes again once, on a new connection, within the same attempt.
+func TestDeliver_connection_closed_while_idle_is_retried_on_a_new_one(t *testing.T) {
+	srv, conns, requests := hijackingServer(t, func(c net.Conn) {
+		_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+	})
+	s := webhook.New(webhook.Config{Timeout: 2 * time.Second, AllowPrivate: true})
+	for i := range 3 {
+		if res := s.Deliver(context.Background(), msg(t, srv.URL)); !res.OK() {
+			t.Fatalf("delivery %d: %v", i+1, res.Err)
+		}
+	}
+	if c, r := conns.Load(), requests.Load(); c != 3 || r != 3 {
+		t.Errorf("%d connections and %d requests for 3 deliveries, want 3 and 3", c, r)
+	}
+}
+
+// An endpoint that closes every connection without answering gets the callback twice at most
+// (the retry above), and the attempt fails with a readable reason.
+func TestDeliver_endpoint_closing_without_answer_fails(t *testing.T) {
+	srv, _, requests := hijackingServer(t, func(net.Conn) {})
+	s := webhook.New(webhook.Config{Timeout: 2 * time.Second, AllowPrivate: true})
+	res := s.Deliver(context.Background(), msg(t, srv.URL))
+	if res.OK() || res.Err.Error() != "connection closed by the endpoint before it answered" {
+		t.Errorf("result %v, want a closed connection", res.Err)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Errorf("the endpoint saw %d requests, want 2 (one retry)", n)
+	}
+}
+
+// Headers past the cap fail the attempt instead of being buffered.
+func TestDeliver_oversized_answer_headers_fail(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", strings.Repeat("x", 32<<10))
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	s := webhook.New(webhook.Config{Timeout: 2 * time.Second, AllowPrivate: true})
+	res := s.Deliver(context.Background(), msg(t, srv.URL))
+	if res.OK() || !strings.Contains(res.Err.Error(), "headers exceed") {
+		t.Errorf("result %v, want a failed attempt", res.Err)
 	}
 }

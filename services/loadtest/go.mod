@@ -1,6 +1,6 @@
 module refonte.ai/callbacks/services/loadtest
 
-go 1.26.0
+go 1.26.4
 
 require (
 	github.com/nats-io/nats-server/v2 v2.15.3
