@@ -163,19 +163,19 @@ func (s *Store) summaries(ctx context.Context, customerID string, entries []redi
 	}
 	pipe := s.rdb.Pipeline()
 	fields := make([]*redis.SliceCmd, len(entries))
-	lasts := make([]*redis.StringCmd, len(entries))
+	lasts := make([]*redis.Cmd, len(entries))
 	for i, z := range entries {
 		keys := s.keys(customerID, z.Member.(string))
 		fields[i] = pipe.HMGet(ctx, keys[0], summaryFields...)
-		lasts[i] = pipe.LIndex(ctx, keys[1], -1)
+		lasts[i] = s.lastLogs(ctx, pipe, keys, 1)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if err := s.execScripts(ctx, pipe); err != nil {
 		return nil, fmt.Errorf("status list: %w", err)
 	}
 	out := make([]*Summary, len(entries))
 	for i, z := range entries {
 		score := time.UnixMilli(int64(z.Score)).UTC()
-		out[i] = summaryOf(customerID, fields[i].Val(), lasts[i].Val(), &score)
+		out[i] = summaryOf(customerID, fields[i].Val(), newest(lasts[i]), &score)
 	}
 	return out, nil
 }
@@ -211,9 +211,9 @@ func (s *Store) Lookup(ctx context.Context, customerID, taskID string) (Summary,
 	keys := s.keys(customerID, taskID)
 	pipe := s.rdb.Pipeline()
 	fields := pipe.HMGet(ctx, keys[0], summaryFields...)
-	last := pipe.LIndex(ctx, keys[1], -1)
+	last := s.lastLogs(ctx, pipe, keys, 1)
 	score := pipe.ZScore(ctx, keys[2], taskID)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if err := s.execScripts(ctx, pipe); err != nil {
 		return Summary{}, fmt.Errorf("status lookup: %w", err)
 	}
 	var at *time.Time
@@ -221,7 +221,7 @@ func (s *Store) Lookup(ctx context.Context, customerID, taskID string) (Summary,
 		t := time.UnixMilli(int64(sc)).UTC()
 		at = &t
 	}
-	sum := summaryOf(customerID, fields.Val(), last.Val(), at)
+	sum := summaryOf(customerID, fields.Val(), newest(last), at)
 	if sum == nil {
 		return Summary{}, ErrNotFound
 	}
@@ -259,15 +259,15 @@ func (s *Store) RecentAttempts(ctx context.Context, customerID string, since tim
 	for len(ids) > 0 {
 		n := min(len(ids), batch)
 		pipe := s.rdb.Pipeline()
-		logs := make([]*redis.StringSliceCmd, n)
+		logs := make([]*redis.Cmd, n)
 		for i, id := range ids[:n] {
-			logs[i] = pipe.LRange(ctx, s.keys(customerID, id)[1], int64(-perTask), -1)
+			logs[i] = s.lastLogs(ctx, pipe, s.keys(customerID, id), perTask)
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		if err := s.execScripts(ctx, pipe); err != nil {
 			return Recent{}, fmt.Errorf("status recent: %w", err)
 		}
 		for _, l := range logs {
-			entries := l.Val()
+			entries, _ := l.StringSlice()
 			for j, raw := range entries {
 				e, ok := decodeLog(raw)
 				if !ok || e.At.UnixMilli() < sinceMS {
@@ -282,6 +282,44 @@ func (s *Store) RecentAttempts(ctx context.Context, customerID string, since tim
 		ids = ids[n:]
 	}
 	return r, nil
+}
+
+// execScripts runs a pipeline that reads logs with readlog.lua. When Redis lost the script (a
+// restart, SCRIPT FLUSH), it loads it and runs the pipeline once more.
+func (s *Store) execScripts(ctx context.Context, pipe redis.Pipeliner) error {
+	cmds := pipe.Cmds()
+	_, err := pipe.Exec(ctx)
+	if err != nil && hasNoScript(cmds) {
+		if err = readLogScript.Load(ctx, s.rdb).Err(); err != nil {
+			return err
+		}
+		for _, c := range cmds {
+			_ = pipe.Process(ctx, c)
+		}
+		_, err = pipe.Exec(ctx)
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	return nil
+}
+
+func hasNoScript(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			return true
+		}
+	}
+	return false
+}
+
+// newest is the last entry a lastLogs(…, 1) read, "" for none.
+func newest(c *redis.Cmd) string {
+	entries, _ := c.StringSlice()
+	if len(entries) == 0 {
+		return ""
+	}
+	return entries[len(entries)-1]
 }
 
 func decodeLog(raw string) (AttemptLog, bool) {

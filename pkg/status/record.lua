@@ -1,9 +1,11 @@
 -- One script for every change to a task's delivery status, so each change is atomic and the
 -- ordering rules live in one place.
 --
--- KEYS[1] task hash, KEYS[2] attempt log (list), KEYS[3] the customer's time index (sorted set),
--- KEYS[4] the customer's profile hash (only its version is read). The task hash also holds one
--- field per delivery, "d:<chain>" -> "q:<delivery>" once queued, "b:<delivery>" once begun.
+-- KEYS[1] task hash, KEYS[2] the customer's time index (sorted set), KEYS[3] the customer's
+-- profile hash (only its version is read). The task hash also holds one field per delivery,
+-- "d:<chain>" -> "q:<delivery>" once queued, "b:<delivery>" once begun, and the attempt log:
+-- "l:<n>" -> entry n (JSON), "logn" -> the number of the last entry; the newest 200 are kept.
+-- (The log used to be a list of its own; readlog.lua still reads such lists.)
 -- ARGV[1]  op: "begin" | "finish" | "queue"
 -- ARGV[2]  chain: stream sequence of the message that carries this delivery
 -- ARGV[3]  now, unix ms
@@ -27,7 +29,7 @@
 -- 1.4 µs start-up (measured), so the script reads the hash once and writes it once per
 -- operation: fields that would be deleted are set to 0 instead ("no next attempt", "no attempt
 -- in flight").
-local task, log, index, profile = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local task, index, profile = KEYS[1], KEYS[2], KEYS[3]
 local op = ARGV[1]
 local chain = tonumber(ARGV[2])
 local mark = 'd:' .. ARGV[2]
@@ -57,16 +59,9 @@ local function touch_index()
   redis.call('EXPIRE', index, retention)
 end
 
-local function push_log(entry)
-  if redis.call('RPUSH', log, entry) > maxlog then
-    redis.call('LTRIM', log, -maxlog, -1)
-  end
-  redis.call('EXPIRE', log, retention)
-end
-
 -- One read of everything the rules below look at.
 local h = redis.call('HMGET', task, 'chain', 'delivery', 'webhook_id', 'state', 'next_attempt_at',
-  'attempts', 'inflight', mark)
+  'attempts', 'inflight', mark, 'logn')
 local cur = tonumber(h[1] or '0')
 local delivery = h[2] or '0' -- kept as a string: it is only compared and written back
 local state = h[4]
@@ -74,6 +69,7 @@ local due = h[5] or '0' -- unix ms of the next attempt, '0' for none
 local attempts = tonumber(h[6] or '0')
 local inflight = h[7] or '0' -- the attempt in flight, '0' for none
 local marked = h[8]
+local logn = tonumber(h[9] or '0')
 
 -- The fields this operation writes, collected so the hash is written once.
 local set, n = {}, 0
@@ -82,6 +78,14 @@ local function put(k, v)
 end
 local function write()
   if n > 0 then redis.call('HSET', task, unpack(set, 1, n)) end
+end
+
+-- The log lives in the task hash, so an entry costs no command of its own: it goes out with the
+-- operation's one HSET, and the hash's expiry covers it.
+local function push_log(entry)
+  logn = logn + 1
+  put('l:' .. int(logn), entry) put('logn', int(logn))
+  if logn > maxlog then redis.call('HDEL', task, 'l:' .. int(logn - maxlog)) end
 end
 
 local fresh = chain > cur
@@ -159,7 +163,10 @@ end
 local attempt = tonumber(ARGV[10])
 local outcome = ARGV[11]
 if ARGV[12] ~= '' then push_log(ARGV[12]) end
-if chain < cur then return {1, 0, tonumber(delivery), version} end
+if chain < cur then
+  write()
+  return {1, 0, tonumber(delivery), version}
+end
 if inflight == ARGV[10] and inflight ~= '0' then put('inflight', '0') end
 if state == 'succeeded' or (state == 'failed' and outcome ~= 'succeeded') then
   put('target', ARGV[9]) put('updated_at', now)

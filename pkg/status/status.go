@@ -38,6 +38,11 @@ var recordSource string
 
 var recordScript = redis.NewScript(recordSource)
 
+//go:embed readlog.lua
+var readLogSource string
+
+var readLogScript = redis.NewScript(readLogSource)
+
 // Store reads and writes task status.
 type Store struct {
 	rdb       redis.UniversalClient
@@ -56,15 +61,31 @@ func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration)
 
 // Load makes sure Redis has the script cached, so the first delivery does not pay for it.
 func (s *Store) Load(ctx context.Context) error {
-	return recordScript.Load(ctx, s.rdb).Err()
+	if err := recordScript.Load(ctx, s.rdb).Err(); err != nil {
+		return err
+	}
+	return readLogScript.Load(ctx, s.rdb).Err()
 }
 
-// keys are the keys one task's status touches. They share the {customer_id} hash tag, so they
-// live in one Redis Cluster slot with the customer's profile, whose version Begin reports (the
-// profile key's form is pkg/customer's; a test holds the two together).
+// keys are the keys one task's status touches: its hash, the list that held its attempt log
+// before the log moved into the hash (still read, never written), the customer's index and
+// profile. They share the {customer_id} hash tag, so they live in one Redis Cluster slot with
+// the customer's profile, whose version Begin reports (the profile key's form is pkg/customer's;
+// a test holds the two together).
 func (s *Store) keys(customerID, taskID string) []string {
 	tag := s.prefix + "{" + customerID + "}:"
 	return []string{tag + "task:" + taskID, tag + "attempts:" + taskID, tag + "index", tag + "profile"}
+}
+
+// recordKeys are the keys record.lua writes: task hash, index, profile.
+func (s *Store) recordKeys(customerID, taskID string) []string {
+	tag := s.prefix + "{" + customerID + "}:"
+	return []string{tag + "task:" + taskID, tag + "index", tag + "profile"}
+}
+
+// lastLogs reads the newest n entries of a task's attempt log (oldest first) in pipe.
+func (s *Store) lastLogs(ctx context.Context, pipe redis.Pipeliner, keys []string, n int) *redis.Cmd {
+	return readLogScript.EvalSha(ctx, pipe, keys[:2], n)
 }
 
 // Delivery identifies one delivery of a task's callback: the original, or a resend.
@@ -113,7 +134,7 @@ func (s *Store) run(ctx context.Context, op string, d Delivery, now time.Time, e
 	args = append(args, op, d.Chain, now.UnixMilli(), int64(s.retention/time.Second),
 		d.WebhookID, []byte(d.Task), d.CustomerID, d.TaskID)
 	args = append(args, extra...)
-	res, err := s.batch.do(ctx, s.keys(d.CustomerID, d.TaskID), args)
+	res, err := s.batch.do(ctx, s.recordKeys(d.CustomerID, d.TaskID), args)
 	if err != nil {
 		return nil, fmt.Errorf("status %s: %w", op, err)
 	}
@@ -264,19 +285,24 @@ func (s *Store) Get(ctx context.Context, customerID, taskID string) (Record, err
 	}
 	r.NextAttemptAt = msTime(m["next_attempt_at"])
 	r.LastAttemptAt = msTime(m["last_attempt_at"])
-	for _, raw := range l.Val() {
-		var e storedLog
-		if json.Unmarshal([]byte(raw), &e) != nil {
-			continue
+	raw := l.Val() // written before the log moved into the hash
+	if last, _ := strconv.Atoi(m["logn"]); last > 0 {
+		for i := max(1, last-maxLog+1); i <= last; i++ {
+			if e, ok := m["l:"+strconv.Itoa(i)]; ok {
+				raw = append(raw, e)
+			}
 		}
-		r.Log = append(r.Log, AttemptLog{
-			Attempt: e.Attempt, Delivery: e.Delivery, At: time.UnixMilli(e.AtMS).UTC(),
-			StatusCode: e.StatusCode, Error: e.Error, DurationMS: e.DurationMS,
-			ResponseExcerpt: e.ResponseExcerpt,
-		})
+	}
+	for _, e := range raw {
+		if entry, ok := decodeLog(e); ok {
+			r.Log = append(r.Log, entry)
+		}
 	}
 	return r, nil
 }
+
+// maxLog is how many entries a task's attempt log keeps (record.lua's maxlog).
+const maxLog = 200
 
 func msTime(s string) *time.Time {
 	ms, err := strconv.ParseInt(s, 10, 64)

@@ -2,6 +2,8 @@ package status_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,11 +189,87 @@ func TestStatus_keys_expire(t *testing.T) {
 	d := delivery(1)
 	begin(t, s, d, 21)
 	finish(t, s, d, 1, status.OutcomeSucceeded, time.Time{})
-	for _, k := range []string{prefix + "{c1}:task:t1", prefix + "{c1}:attempts:t1", prefix + "{c1}:index"} {
+	// The attempt log lives in the task hash, so these two keys are all a status leaves behind.
+	for _, k := range []string{prefix + "{c1}:task:t1", prefix + "{c1}:index"} {
 		ttl := rdb.TTL(ctx, k).Val()
 		if ttl <= 24*time.Hour || ttl > 25*time.Hour {
 			t.Errorf("%s TTL = %s, want the 25h retention", k, ttl)
 		}
+	}
+	if r := get(t, s); len(r.Log) != 1 || r.Log[0].Attempt != 1 {
+		t.Errorf("log %+v, want attempt 1", r.Log)
+	}
+}
+
+// The log keeps the newest 200 entries, in order, and every reader sees the same ones.
+func TestStatus_log_keeps_the_newest_entries(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	s := status.NewStore(rdb, prefix, time.Hour)
+	d := delivery(1)
+	const attempts = 205
+	for i := 1; i <= attempts; i++ {
+		begin(t, s, d, attempts+1)
+		finish(t, s, d, i, status.OutcomeRetry, time.Now().Add(-time.Second))
+	}
+	r := get(t, s)
+	if len(r.Log) != 200 || r.Log[0].Attempt != 6 || r.Log[199].Attempt != attempts {
+		t.Fatalf("log holds %d entries, attempts %d..%d; want 200, 6..205", len(r.Log), r.Log[0].Attempt, r.Log[len(r.Log)-1].Attempt)
+	}
+	if rdb.HExists(ctx, prefix+"{c1}:task:t1", "l:5").Val() {
+		t.Error("entry 5 is still stored: old log entries are not deleted")
+	}
+	sum, err := s.Lookup(ctx, "c1", "t1")
+	if err != nil || sum.Last == nil || sum.Last.Attempt != attempts {
+		t.Errorf("lookup: last %+v, %v; want attempt %d", sum.Last, err, attempts)
+	}
+	rec, err := s.RecentAttempts(ctx, "c1", time.Now().Add(-time.Hour), 10, 3)
+	if err != nil || len(rec.Attempts) != 3 || rec.Attempts[2].Attempt != attempts || rec.Complete {
+		t.Errorf("recent: %+v, %v; want attempts 203..205, incomplete", rec, err)
+	}
+}
+
+// Statuses written before the log moved into the task hash kept it in a list of its own; until
+// they expire, readers show that list first and the newer entries after it.
+func TestStatus_log_written_as_a_list_is_still_read(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	s := status.NewStore(rdb, prefix, time.Hour)
+	d := delivery(1)
+	begin(t, s, d, 21)
+	old := fmt.Sprintf(`{"attempt":1,"delivery":1,"at_ms":%d,"status_code":500,"error":"HTTP 500","duration_ms":3}`,
+		time.Now().Add(-time.Minute).UnixMilli())
+	if err := rdb.RPush(ctx, prefix+"{c1}:attempts:t1", old).Err(); err != nil {
+		t.Fatal(err)
+	}
+	finish(t, s, d, 1, status.OutcomeRetry, time.Now().Add(-time.Second))
+	begin(t, s, d, 21)
+	finish(t, s, d, 2, status.OutcomeSucceeded, time.Time{})
+	r := get(t, s)
+	var got []int
+	for _, e := range r.Log {
+		got = append(got, e.Attempt)
+	}
+	if !slices.Equal(got, []int{1, 1, 2}) || r.Log[0].StatusCode != 500 {
+		t.Errorf("log attempts %v (first %+v), want the list's entry then 1, 2", got, r.Log[0])
+	}
+	rec, err := s.RecentAttempts(ctx, "c1", time.Now().Add(-time.Hour), 10, 3)
+	if err != nil || len(rec.Attempts) != 3 || rec.Attempts[0].StatusCode != 500 {
+		t.Errorf("recent: %+v, %v; want the list's entry and both new ones", rec.Attempts, err)
+	}
+}
+
+// Readers load their script again when Redis lost it (a restart, SCRIPT FLUSH).
+func TestStatus_log_is_read_after_redis_lost_its_scripts(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	s := status.NewStore(rdb, prefix, time.Hour)
+	d := delivery(1)
+	begin(t, s, d, 21)
+	finish(t, s, d, 1, status.OutcomeSucceeded, time.Time{})
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := s.Lookup(ctx, "c1", "t1")
+	if err != nil || sum.Last == nil || sum.Last.Attempt != 1 {
+		t.Errorf("lookup after SCRIPT FLUSH: last %+v, %v", sum.Last, err)
 	}
 }
 
