@@ -319,6 +319,8 @@ func clusterLeaderLoss(t *testing.T, n int, cl cluster) {
 	pub := newPublisher(t, js, cfg)
 	ctx := context.Background()
 
+	release := s.holdAfter(n / 4)
+	t.Cleanup(release)
 	ids := publishTasks(t, pub, "a", n/2, s.URL)
 	testenv.Eventually(t, loadTimeout(n), func() bool { return s.delivered() >= n/4 }, "a quarter delivered")
 	leader, err := testenv.StreamLeader(ctx, js, cfg.Name)
@@ -329,6 +331,7 @@ func clusterLeaderLoss(t *testing.T, n int, cl cluster) {
 	killedAt := time.Now()
 	cl.lose(leader)
 	atKill := s.delivered()
+	release()
 	if atKill >= n/2 {
 		t.Fatalf("the first half was over before the leader went (%d delivered); the test proves nothing", atKill)
 	}
@@ -519,6 +522,31 @@ type sink struct {
 	mu   sync.Mutex
 	hits map[string][]hit
 	ok   int // webhook-ids answered 2xx at least once
+
+	holdAt int           // once ok reaches it, requests wait for gate (0: never)
+	gate   chan struct{} // closed by release
+}
+
+// holdAt makes requests wait once n callbacks were answered 2xx, until the returned release is
+// called: a fault injected meanwhile then lands with deliveries still to come, however fast the
+// workers are, instead of the load racing the injection.
+func (s *sink) holdAfter(n int) (release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holdAt, s.gate = n, make(chan struct{})
+	var once sync.Once
+	return func() { once.Do(func() { close(s.gate) }) }
+}
+
+// waitIfHeld blocks while the sink holds requests.
+func (s *sink) waitIfHeld() {
+	s.mu.Lock()
+	gate := s.gate
+	held := gate != nil && s.ok >= s.holdAt
+	s.mu.Unlock()
+	if held {
+		<-gate
+	}
 }
 
 type hit struct {
@@ -530,6 +558,7 @@ func newSink(t *testing.T, latency time.Duration, failFirst func(path string) bo
 	s := &sink{hits: map[string][]hit{}}
 	s.Receiver = testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
 		time.Sleep(latency) // a receiver with some latency keeps deliveries in flight
+		s.waitIfHeld()
 		id := r.Header.Get("webhook-id")
 		s.mu.Lock()
 		code := http.StatusOK
