@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -277,5 +278,31 @@ func TestDeliver_oversized_answer_headers_fail(t *testing.T) {
 	res := s.Deliver(context.Background(), msg(t, srv.URL))
 	if res.OK() || !strings.Contains(res.Err.Error(), "headers exceed") {
 		t.Errorf("result %v, want a failed attempt", res.Err)
+	}
+}
+
+// HTTPS endpoints must present a certificate we trust, for the name we dial, over TLS 1.2 or
+// later; otherwise the attempt fails before any request is sent.
+func TestDeliver_TLS_is_verified(t *testing.T) {
+	var requests atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) })
+	untrusted := httptest.NewTLSServer(h)
+	t.Cleanup(untrusted.Close)
+	old := httptest.NewUnstartedServer(h)
+	old.TLS = &tls.Config{MaxVersion: tls.VersionTLS11}
+	old.StartTLS()
+	t.Cleanup(old.Close)
+
+	s := webhook.New(webhook.Config{Timeout: 2 * time.Second, AllowPrivate: true})
+	res := s.Deliver(context.Background(), msg(t, untrusted.URL+"/hook"))
+	if res.OK() || !strings.Contains(res.Err.Error(), "certificate") {
+		t.Errorf("untrusted certificate: %v; want a failed attempt naming the certificate", res.Err)
+	}
+	res = s.Deliver(context.Background(), msg(t, old.URL+"/hook"))
+	if res.OK() || res.StatusCode != 0 {
+		t.Errorf("TLS 1.1 endpoint: %d %v; want a failed handshake", res.StatusCode, res.Err)
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("the endpoints saw %d requests", n)
 	}
 }
