@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"unicode/utf8"
 )
 
@@ -67,13 +66,27 @@ type Event struct {
 	Response json.RawMessage
 }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+// validID is the schema's id pattern ^[A-Za-z0-9_-]{1,128}$ as a loop: every event checks two
+// ids, and the regexp engine cost ~1% of a worker's CPU (TestValidID_matches_the_pattern holds
+// the two together).
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidCustomerID reports whether id may be a customer id (and so a NATS subject token).
-func ValidCustomerID(id string) bool { return len(id) <= 64 && idPattern.MatchString(id) }
+func ValidCustomerID(id string) bool { return len(id) <= 64 && validID(id) }
 
 // ValidTaskID reports whether id may be a task id.
-func ValidTaskID(id string) bool { return idPattern.MatchString(id) }
+func ValidTaskID(id string) bool { return validID(id) }
 
 // Decode validates raw against the task completion schema (schemas/task-completed.schema.json)
 // and the limits above. Every error it returns is an *InvalidError.

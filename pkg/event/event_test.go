@@ -3,6 +3,8 @@ package event_test
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -127,6 +129,27 @@ func TestDecode_task_is_compacted(t *testing.T) {
 		}
 		if string(ev.Task) != compact {
 			t.Errorf("%s: task %s, want %s", tc.name, ev.Task, compact)
+		}
+	}
+}
+
+// The hand-written id check accepts exactly what the schema's pattern accepts.
+func TestValidID_matches_the_pattern(t *testing.T) {
+	pattern := regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	cases := []string{"", "a", "task_1-B", strings.Repeat("x", 128), strings.Repeat("x", 129), "a b", "a.b",
+		"a/b", "é", "a\x00", "*", ">", "Z9", "-", "_"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := "aZ09_-.* \x00\xff/é"
+	for range 5000 {
+		b := make([]byte, rng.IntN(12))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		cases = append(cases, string(b))
+	}
+	for _, c := range cases {
+		if got, want := event.ValidID(c), pattern.MatchString(c); got != want {
+			t.Errorf("validID(%q) = %v, the pattern says %v", c, got, want)
 		}
 	}
 }
