@@ -2,6 +2,8 @@ package status
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -81,18 +83,129 @@ func (b *batcher) exec(ctx context.Context, batch []*call) {
 		c.reply <- callResult{vals, err}
 		return
 	}
+	// One script call per group, each carrying the operations of several deliveries (record.lua's
+	// batch form): Redis's per-call cost (parsing, the script lookup, starting the interpreter)
+	// is paid once per group instead of once per operation.
+	groups := b.group(batch)
 	pipe := b.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(batch))
-	for i, c := range batch {
-		cmds[i] = recordScript.EvalSha(ctx, pipe, c.keys, c.args...)
+	type scriptCall struct {
+		keys []string
+		args []any
+		cmd  *redis.Cmd
+	}
+	calls := make([]scriptCall, len(groups))
+	for i, g := range groups {
+		keys, args := batchArgs(g)
+		calls[i] = scriptCall{keys: keys, args: args, cmd: recordScript.EvalSha(ctx, pipe, keys, args...)}
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
-	for i, c := range batch {
-		vals, err := cmds[i].Int64Slice()
+	for i, g := range groups {
+		res, err := calls[i].cmd.Result()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// Redis lost its script cache (a restart or SCRIPT FLUSH): load it and run this one.
-			vals, err = recordScript.Run(ctx, b.rdb, c.keys, c.args...).Int64Slice()
+			res, err = recordScript.Run(ctx, b.rdb, calls[i].keys, calls[i].args...).Result()
 		}
+		answer(g, res, err)
+	}
+}
+
+// group splits a batch into the calls that may share one script call: all of them, except on
+// Redis Cluster, where a script runs on one node with keys of one slot, so calls are grouped by
+// their keys' hash tag (the customer).
+func (b *batcher) group(batch []*call) [][]*call {
+	if _, cluster := b.rdb.(*redis.ClusterClient); !cluster {
+		return [][]*call{batch}
+	}
+	var groups [][]*call
+	index := map[string]int{}
+	for _, c := range batch {
+		tag := hashTag(c.keys[0])
+		i, ok := index[tag]
+		if !ok {
+			i = len(groups)
+			index[tag] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], c)
+	}
+	return groups
+}
+
+// hashTag is the part of a key Redis Cluster hashes: the first {…} with something in it, or
+// the whole key.
+func hashTag(key string) string {
+	if open := strings.IndexByte(key, '{'); open >= 0 {
+		if end := strings.IndexByte(key[open+1:], '}'); end > 0 {
+			return key[open+1 : open+1+end]
+		}
+	}
+	return key
+}
+
+// batchArgs lays calls out as record.lua's batch form: three keys per call; "batch", then per
+// call its argument count and its arguments. A single call goes as it is.
+func batchArgs(calls []*call) ([]string, []any) {
+	if len(calls) == 1 {
+		return calls[0].keys, calls[0].args
+	}
+	keys := make([]string, 0, len(calls)*len(calls[0].keys))
+	n := 1
+	for _, c := range calls {
+		n += 1 + len(c.args)
+	}
+	args := make([]any, 0, n)
+	args = append(args, "batch")
+	for _, c := range calls {
+		keys = append(keys, c.keys...)
+		args = append(args, len(c.args))
+		args = append(args, c.args...)
+	}
+	return keys, args
+}
+
+// answer hands each call of a group its reply: for a batch, its element of the reply array
+// (its values, or its own error); a failed script call fails them all.
+func answer(g []*call, res any, err error) {
+	if err != nil {
+		for _, c := range g {
+			c.reply <- callResult{err: err}
+		}
+		return
+	}
+	if len(g) == 1 {
+		vals, err := int64s(res)
+		g[0].reply <- callResult{vals, err}
+		return
+	}
+	replies, ok := res.([]any)
+	if !ok || len(replies) != len(g) {
+		err := fmt.Errorf("unexpected batch reply %T of %d calls", res, len(g))
+		for _, c := range g {
+			c.reply <- callResult{err: err}
+		}
+		return
+	}
+	for i, c := range g {
+		vals, err := int64s(replies[i])
 		c.reply <- callResult{vals, err}
+	}
+}
+
+func int64s(v any) ([]int64, error) {
+	switch v := v.(type) {
+	case error:
+		return nil, v
+	case []any:
+		out := make([]int64, len(v))
+		for i, x := range v {
+			n, ok := x.(int64)
+			if !ok {
+				return nil, fmt.Errorf("unexpected reply element %T", x)
+			}
+			out[i] = n
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("unexpected reply %T", v)
 	}
 }
