@@ -59,8 +59,8 @@ const maxHeaderBytes = 16 << 10
 // It is built on fasthttp rather than net/http: under load the net/http client (a reader and a
 // writer goroutine per connection, a request and response object graph per attempt) was the
 // biggest single cost of a delivery; fasthttp's pooled requests and connections halve the
-// CPU of an attempt (BenchmarkDeliver). What it does not do, and so what this file does: honour
-// a context only through its deadline, and speak HTTP/1.1 only (no HTTP/2).
+// CPU of an attempt (BenchmarkDeliver). What that costs: a context bounds an attempt only
+// through its deadline, and endpoints are spoken to in HTTP/1.1 (no HTTP/2).
 type Sender struct {
 	client *fasthttp.Client
 	cfg    Config
