@@ -99,6 +99,12 @@ func New(cfg Config) *Sender {
 			StreamResponseBody:       true, // the answer is read up to a cap, never buffered whole
 			NoDefaultUserAgentHeader: true,
 			DisablePathNormalizing:   true, // the customer's path is sent exactly as registered
+			ConfigureClient: func(hc *fasthttp.HostClient) error {
+				// Parse errors otherwise quote kilobytes of the answer, which would land in the
+				// attempt log and our logs.
+				hc.SecureErrorLogMessage = true
+				return nil
+			},
 			// A POST is never repeated, except once when a kept-alive connection turns out to
 			// have been closed by the server before it answered (as net/http does): the
 			// callback carries its webhook-id, and the alternative is a failed attempt and a
@@ -250,8 +256,19 @@ func describe(err error, timeout time.Duration) error {
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		return fmt.Errorf("connection failed: %s", innermost(err))
 	default:
-		return fmt.Errorf("request failed: %s", innermost(err))
+		return fmt.Errorf("request failed: %s", shorten(innermost(err)))
 	}
+}
+
+// maxReason bounds a transport error as shown in the attempt log.
+const maxReason = 300
+
+// shorten keeps a reason printable and at most maxReason bytes.
+func shorten(reason string) string {
+	if len(reason) <= maxReason {
+		return printable([]byte(reason))
+	}
+	return printable([]byte(reason[:maxReason])) + "…"
 }
 
 func isTimeout(err error) bool {

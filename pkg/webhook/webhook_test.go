@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"refonte.ai/callbacks/pkg/delivery"
 	"refonte.ai/callbacks/pkg/target"
@@ -304,5 +305,17 @@ func TestDeliver_TLS_is_verified(t *testing.T) {
 	}
 	if n := requests.Load(); n != 0 {
 		t.Errorf("the endpoints saw %d requests", n)
+	}
+}
+
+// An answer that is not HTTP fails the attempt with a short, printable reason.
+func TestDeliver_garbage_answer_fails_readably(t *testing.T) {
+	srv, _, _ := hijackingServer(t, func(c net.Conn) {
+		_, _ = c.Write(append([]byte("SSH-2.0-OpenSSH\r\n\xff\xfe"), strings.Repeat("z", 8<<10)...))
+	})
+	s := webhook.New(webhook.Config{Timeout: 2 * time.Second, AllowPrivate: true})
+	res := s.Deliver(context.Background(), msg(t, srv.URL))
+	if res.OK() || res.StatusCode != 0 || !utf8.ValidString(res.Err.Error()) || len(res.Err.Error()) > 512 {
+		t.Errorf("result %d %q, want a failed attempt with a short printable reason", res.StatusCode, res.Err)
 	}
 }
