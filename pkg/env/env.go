@@ -6,6 +6,7 @@ package env
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -101,6 +102,34 @@ func (r *Reader) List(name string, def []string) []string {
 		if p = strings.TrimSpace(p); p != "" {
 			out = append(out, p)
 		}
+	}
+	return out
+}
+
+// Prefixes returns the comma-separated list of CIDR ranges (masked to their network), or nil.
+func (r *Reader) Prefixes(name string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range r.List(name, nil) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			r.Fail("%s: %q: %v", name, s, err)
+			continue
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}
+
+// Ports returns the comma-separated list of TCP ports (1-65535), or nil.
+func (r *Reader) Ports(name string) []uint16 {
+	var out []uint16
+	for _, s := range r.List(name, nil) {
+		p, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || p == 0 {
+			r.Fail("%s: %q is not a port", name, s)
+			continue
+		}
+		out = append(out, uint16(p))
 	}
 	return out
 }

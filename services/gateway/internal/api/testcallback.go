@@ -45,22 +45,8 @@ func loadTestCallbackConfig(r *env.Reader) TestCallbackConfig {
 		PerMinute:    r.Int("TEST_CALLBACK_RATE_PER_MINUTE", 6),
 		Burst:        r.Int("TEST_CALLBACK_BURST", 3),
 	}
-	for _, s := range r.List("CALLBACK_ALLOWED_CIDRS", nil) {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			r.Fail("CALLBACK_ALLOWED_CIDRS: %q: %v", s, err)
-			continue
-		}
-		c.AllowedCIDRs = append(c.AllowedCIDRs, p.Masked())
-	}
-	for _, s := range r.List("CALLBACK_ALLOWED_PORTS", nil) {
-		p, err := strconv.ParseUint(s, 10, 16)
-		if err != nil || p == 0 {
-			r.Fail("CALLBACK_ALLOWED_PORTS: %q is not a port", s)
-			continue
-		}
-		c.Ports = append(c.Ports, uint16(p))
-	}
+	c.AllowedCIDRs = r.Prefixes("CALLBACK_ALLOWED_CIDRS")
+	c.Ports = r.Ports("CALLBACK_ALLOWED_PORTS")
 	return c
 }
 

@@ -3,7 +3,6 @@ package worker
 import (
 	"fmt"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"refonte.ai/callbacks/pkg/env"
@@ -100,22 +99,8 @@ func LoadConfig(r *env.Reader) (Config, error) {
 			c.Schedule = sch
 		}
 	}
-	for _, s := range r.List("CALLBACK_ALLOWED_CIDRS", nil) {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			r.Fail("CALLBACK_ALLOWED_CIDRS: %q: %v", s, err)
-			continue
-		}
-		c.AllowedCIDRs = append(c.AllowedCIDRs, p.Masked())
-	}
-	for _, s := range r.List("CALLBACK_ALLOWED_PORTS", nil) {
-		p, err := strconv.ParseUint(s, 10, 16)
-		if err != nil || p == 0 {
-			r.Fail("CALLBACK_ALLOWED_PORTS: %q is not a port", s)
-			continue
-		}
-		c.Ports = append(c.Ports, uint16(p))
-	}
+	c.AllowedCIDRs = r.Prefixes("CALLBACK_ALLOWED_CIDRS")
+	c.Ports = r.Ports("CALLBACK_ALLOWED_PORTS")
 	c.AckWait = r.Duration("NATS_ACK_WAIT", c.Timeout+30*time.Second)
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = c.Timeout + 10*time.Second
