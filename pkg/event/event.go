@@ -82,6 +82,21 @@ func validID(id string) bool {
 	return true
 }
 
+// ValidWebhookID reports whether a message id may be a callback's webhook-id: 1 to 128
+// printable ASCII characters without spaces (it goes into an HTTP header and into receivers'
+// deduplication keys). The worker refuses messages whose id fails it; a replay replaces such ids.
+func ValidWebhookID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidCustomerID reports whether id may be a customer id (and so a NATS subject token).
 func ValidCustomerID(id string) bool { return len(id) <= 64 && validID(id) }
 

@@ -153,3 +153,16 @@ func TestValidID_matches_the_pattern(t *testing.T) {
 		}
 	}
 }
+
+// A webhook-id goes into an HTTP header and receivers' deduplication keys: 1 to 128 printable
+// ASCII characters without spaces.
+func TestValidWebhookID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"evt_1": true, "a:b/c=d": true, strings.Repeat("x", 128): true,
+		"": false, strings.Repeat("x", 129): false, "a b": false, "a\tb": false, "é": false, "a\x7f": false,
+	} {
+		if got := event.ValidWebhookID(id); got != want {
+			t.Errorf("ValidWebhookID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/pkg/tracing"
 )
@@ -59,7 +60,8 @@ func (p *Publisher) Replay(ctx context.Context, subject string, header map[strin
 	if resend {
 		id = nats.Header(header).Get(stream.HeaderWebhookID)
 	}
-	if !usableWebhookID(id) {
+	if !event.ValidWebhookID(id) {
+		// The worker would refuse it again: drop it, and the replay gets an id the worker derives.
 		id = ""
 	}
 	if id != "" {
@@ -78,19 +80,4 @@ func (p *Publisher) Replay(ctx context.Context, subject string, header map[strin
 		return Replayed{}, fmt.Errorf("replay: %w", err)
 	}
 	return Replayed{Subject: msg.Subject, WebhookID: id, Sequence: ack.Sequence}, nil
-}
-
-// usableWebhookID is the worker's rule for a message id it accepts as a webhook-id: an id the
-// worker would refuse is dropped, so the replay gets one the worker derives instead of being
-// refused again for the same header.
-func usableWebhookID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] <= ' ' || id[i] > '~' {
-			return false
-		}
-	}
-	return true
 }

@@ -477,23 +477,11 @@ func decode(msg jetstream.Msg) (event.Event, string, error) {
 		}
 		id = fmt.Sprintf("msg_%d", meta.Sequence.Stream)
 	}
-	if !validWebhookID(id) {
+	if !event.ValidWebhookID(id) {
 		return event.Event{}, "", event.Invalid(event.ReasonInvalidMessageID,
 			"message id must be 1 to 128 printable ASCII characters without spaces")
 	}
 	return ev, id, nil
-}
-
-func validWebhookID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] <= ' ' || id[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // backoff is the wait after the n-th consecutive infrastructure failure: 0.5s doubling to 30s.
