@@ -17,6 +17,9 @@
 #   LOAD_FLAGS="..."       flags for every load run (default: 16 customers on 16 receiver hosts)
 #   MAX_DURATION=30s       the max-rate run;  RATE=5000 RATE_DURATION=20s  the fixed-rate run
 #   PARKED=100000          callbacks parked before the parked run (0 skips it)
+#   REFERENCE=1            also run the bare reference loop (services/loadtest/bareloop, fasthttp)
+#                          at full speed and at $RATE/s: this machine's ceiling, for the ratio
+#                          fleet / reference (0 skips it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +35,7 @@ MAX_DURATION=${MAX_DURATION:-30s}
 RATE=${RATE:-5000}
 RATE_DURATION=${RATE_DURATION:-20s}
 PARKED=${PARKED:-100000}
+REFERENCE=${REFERENCE:-1}
 mkdir -p "$OUT/bin"
 
 if [ "$PRIVATE_REDIS" = 1 ]; then
@@ -71,6 +75,7 @@ loadruns() {
   echo "== building the load tool, the worker and nats-server"
   go build -o "$OUT/bin/loadtest" ./services/loadtest
   go build -o "$OUT/bin/worker" ./services/worker
+  go build -o "$OUT/bin/bareloop" ./services/loadtest/bareloop
   go build -o "$OUT/bin/nats-server" github.com/nats-io/nats-server/v2
   # nats-server runs as its own process so its CPU and memory are measured apart.
   # shellcheck disable=SC2206
@@ -101,9 +106,20 @@ loadruns() {
     lt -label "max-parked$PARKED" -parked "$PARKED" -rate 0 -duration "$MAX_DURATION" \
       -json "$OUT/parked.json" | tee "$OUT/parked.txt"
   fi
+  refs=()
+  if [ "$REFERENCE" = 1 ]; then
+    # shellcheck disable=SC2086
+    ref() { "$OUT/bin/loadtest" -reference fasthttp -worker-bin "$OUT/bin/bareloop" \
+      -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" $LOAD_FLAGS "$@"; }
+    echo "== reference loop (no signing, profile, claim or attempt log; fasthttp): as fast as it goes, $MAX_DURATION"
+    ref -label "reference-max" -rate 0 -duration "$MAX_DURATION" -json "$OUT/ref-max.json" | tee "$OUT/ref-max.txt"
+    echo "== reference loop: $RATE/s for $RATE_DURATION"
+    ref -label "reference-rate$RATE" -rate "$RATE" -duration "$RATE_DURATION" -json "$OUT/ref-rate.json" | tee "$OUT/ref-rate.txt"
+    refs=("$OUT/ref-max.json" "$OUT/ref-rate.json")
+  fi
   echo "== summary"
   "$OUT/bin/loadtest" -summarize "$OUT"/max.json "$OUT"/rate.json "$OUT"/onehost.json \
-    $( [ "$PARKED" -gt 0 ] && echo "$OUT/parked.json" ) | tee "$OUT/summary.txt"
+    $( [ "$PARKED" -gt 0 ] && echo "$OUT/parked.json" ) "${refs[@]}" | tee "$OUT/summary.txt"
 }
 
 soak() {

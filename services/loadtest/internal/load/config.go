@@ -29,6 +29,11 @@ type Config struct {
 
 	// WorkerBin is the worker executable; empty builds ./services/worker of RepoRoot.
 	WorkerBin string
+	// Reference, when set ("net/http" or "fasthttp"), runs the bare reference loop
+	// (services/loadtest/bareloop) in the workers' place, POSTing with that client: the
+	// machine's ceiling for the same load, to compare the fleet with. It does not sign, so no
+	// signatures are checked. WorkerBin, if set, is then the reference loop's executable.
+	Reference string
 	RepoRoot  string
 	Workers   int
 	// Concurrency and HostConcurrency set WORKER_CONCURRENCY and WORKER_HOST_CONCURRENCY
@@ -118,6 +123,8 @@ func (c Config) Validate() error {
 	check(c.Receiver.FailStatus < 300 || c.Receiver.FailStatus > 599, "-fail-status %d: want 300 to 599", c.Receiver.FailStatus)
 	check(c.Parked < 0 || c.Parked > 5_000_000, "-parked %d: want 0 to 5000000", c.Parked)
 	check(c.NATSURL != "" && c.NATSBin != "", "-nats-url and -nats-bin exclude each other")
+	check(c.Reference != "" && c.Reference != "net/http" && c.Reference != "fasthttp",
+		"-reference %q: want net/http or fasthttp", c.Reference)
 	check(c.Sample < 100*time.Millisecond, "-sample %s: at least 100ms", c.Sample)
 	return errors.Join(errs...)
 }

@@ -14,10 +14,11 @@ import (
 	"time"
 )
 
-// BuildWorker compiles services/worker of the repository at root into dir.
-func BuildWorker(ctx context.Context, root, dir string) (string, error) {
-	bin := filepath.Join(dir, "worker")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./services/worker")
+// BuildWorker compiles the package pkg (./services/worker, or the reference loop) of the
+// repository at root into dir.
+func BuildWorker(ctx context.Context, root, dir, pkg string) (string, error) {
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Dir = root
 	// The repository's go.work decides the build, whatever workspace this tool runs in.
 	for _, kv := range os.Environ() {
@@ -26,7 +27,7 @@ func BuildWorker(ctx context.Context, root, dir string) (string, error) {
 		}
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./services/worker: %v\n%s", err, out)
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin, nil
 }

@@ -74,6 +74,8 @@ type Settings struct {
 	Parked          int64   `json:"parked"`
 	NATS            string  `json:"nats"`
 	BodyBytes       int     `json:"event_bytes"`
+	// Reference is the reference loop's HTTP client when it stood in for the workers.
+	Reference string `json:"reference,omitempty"`
 }
 
 // ProcessCost is one process's share of the work.
@@ -175,6 +177,10 @@ func (r *Report) WriteTable(w io.Writer) {
 		"duration %s, count %d, fail %.3g, slow %.3g×%s, parked %d, NATS %s, event %d B\n",
 		s.Workers, orDefault(s.Concurrency), orDefault(s.HostConcurrency), s.Customers, s.Hosts, rate,
 		s.Duration, s.Count, s.Fail, s.Slow, s.SlowDelay, s.Parked, s.NATS, s.BodyBytes)
+	if s.Reference != "" {
+		p("REFERENCE LOOP in the workers' place (services/loadtest/bareloop, %s): no signing, no profile, "+
+			"no attempt claim, one Lua write per callback; this machine's ceiling, not the fleet\n", s.Reference)
+	}
 	p("\n")
 	p("published %d in %.1fs (%.0f/s offered), publish errors %d\n", r.Published, r.PublishSeconds,
 		r.OfferedPerSec, r.PublishErrors)
@@ -330,6 +336,9 @@ func WriteSummary(w io.Writer, names []string, reports []*Report) {
 		name := r.Label
 		if name == "" {
 			name = names[i]
+		}
+		if r.Settings.Reference != "" {
+			name += " (reference loop, " + r.Settings.Reference + ")"
 		}
 		l := r.LatencySuccess
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%.4f\t%.4f\t%.1f\t%.1f\t%d\t%d\t%d/%d\t\n",

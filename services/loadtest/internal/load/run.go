@@ -118,7 +118,11 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	}
 	tracker := NewTracker(maxCount)
 	idPrefix := "lt-" + runID + "-"
-	recv, err := NewReceiver(tracker, idPrefix, cfg.Receiver, cfg.Hosts, custs, cfg.SignCheckEvery)
+	signCheckEvery := cfg.SignCheckEvery
+	if cfg.Reference != "" {
+		signCheckEvery = 0 // the reference loop does not sign
+	}
+	recv, err := NewReceiver(tracker, idPrefix, cfg.Receiver, cfg.Hosts, custs, signCheckEvery)
 	if err != nil {
 		return nil, err
 	}
@@ -148,12 +152,16 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 				return nil, err
 			}
 		}
-		logf("building the worker in %s", root)
+		pkg := "./services/worker"
+		if cfg.Reference != "" {
+			pkg = "./services/loadtest/bareloop"
+		}
+		logf("building %s in %s", pkg, root)
 		into := dir
 		if cfg.PerfData != "" {
 			into = filepath.Dir(cfg.PerfData) // perf report needs the binary after this run
 		}
-		if bin, err = BuildWorker(ctx, root, into); err != nil {
+		if bin, err = BuildWorker(ctx, root, into, pkg); err != nil {
 			return nil, err
 		}
 	}
@@ -177,6 +185,9 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	}
 	if schedule != "" {
 		env = append(env, "CALLBACK_RETRY_SCHEDULE="+schedule)
+	}
+	if cfg.Reference != "" {
+		env = append(env, "BARELOOP_HTTP="+cfg.Reference)
 	}
 	env = append(env, cfg.WorkerEnv...)
 	logf("starting %d workers (%s)", cfg.Workers, bin)
@@ -205,7 +216,7 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		RetrySchedule: schedule, Customers: cfg.Customers, Hosts: cfg.Hosts, Rate: cfg.Rate,
 		Duration: cfg.Duration.String(), Count: cfg.Count, Backlog: cfg.Backlog, Warmup: cfg.Warmup.String(),
 		Fail: cfg.Receiver.Fail, Slow: cfg.Receiver.Slow, SlowDelay: cfg.Receiver.SlowDelay.String(),
-		Parked: cfg.Parked, NATS: r.Settings.NATS,
+		Parked: cfg.Parked, NATS: r.Settings.NATS, Reference: cfg.Reference,
 		BodyBytes: len(Body(custIDs[0], taskID(0), time.Now().UnixNano(), recv.URLs()[0], pub.pad))}
 
 	// Who is measured.

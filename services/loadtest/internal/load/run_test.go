@@ -57,3 +57,47 @@ func TestRun_small_load_with_parked_retries(t *testing.T) {
 		t.Errorf("process costs %+v", r.Processes)
 	}
 }
+
+// The reference loop stands in for the workers and is measured the same way: if it stopped
+// delivering, writing the status the run reads back, or answering the fleet's readiness and
+// counter endpoints, the comparison in the README would be against nothing.
+func TestRun_reference_loop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the reference loop")
+	}
+	wd, _ := os.Getwd()
+	root, err := FindRepoRoot(wd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.RepoRoot = root
+	cfg.Reference = "fasthttp"
+	cfg.Duration, cfg.Count, cfg.Rate = 0, 300, 0
+	cfg.Warmup = 0
+	cfg.Drain = 30 * time.Second
+	cfg.Hosts = 2
+	cfg.Customers = 3
+	cfg.Sample = 100 * time.Millisecond
+	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
+		cfg.RedisURL = u
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Delivered != 300 || r.Lost != 0 || r.Duplicates != 0 || !r.Settled {
+		t.Errorf("counts %+v, settled %v", r.Counts, r.Settled)
+	}
+	if r.Verify.StatusOK != r.Verify.StatusChecked || r.Verify.StatusChecked == 0 || r.Verify.SignChecked != 0 {
+		t.Errorf("verification %+v", r.Verify)
+	}
+	if r.Workers.AttemptsSucceeded != 300 {
+		t.Errorf("the loop counted %v successful POSTs, want 300", r.Workers.AttemptsSucceeded)
+	}
+	if r.Settings.Reference != "fasthttp" {
+		t.Errorf("report settings %+v do not name the reference loop", r.Settings)
+	}
+}
