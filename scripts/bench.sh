@@ -17,6 +17,8 @@
 #   LOAD_FLAGS="..."       flags for every load run (default: 16 customers on 16 receiver hosts)
 #   MAX_DURATION=30s       the max-rate run;  RATE=5000 RATE_DURATION=20s  the fixed-rate run
 #   PARKED=100000          callbacks parked before the parked run (0 skips it)
+#   STATUS_READS_EVERY=10  in the fixed-rate run, customers read 1 callback's status in this many
+#                          through the gateway (its cost is in the report with the others')
 #   REFERENCE=1            also run the bare reference loop (services/loadtest/bareloop, fasthttp)
 #                          at full speed and at $RATE/s: this machine's ceiling, for the ratio
 #                          fleet / reference (0 skips it)
@@ -36,6 +38,7 @@ RATE=${RATE:-5000}
 RATE_DURATION=${RATE_DURATION:-20s}
 PARKED=${PARKED:-100000}
 REFERENCE=${REFERENCE:-1}
+STATUS_READS_EVERY=${STATUS_READS_EVERY:-10}
 mkdir -p "$OUT/bin"
 
 if [ "$PRIVATE_REDIS" = 1 ]; then
@@ -76,10 +79,11 @@ loadruns() {
   go build -o "$OUT/bin/loadtest" ./services/loadtest
   go build -o "$OUT/bin/worker" ./services/worker
   go build -o "$OUT/bin/bareloop" ./services/loadtest/bareloop
+  go build -o "$OUT/bin/gateway" ./services/gateway
   go build -o "$OUT/bin/nats-server" github.com/nats-io/nats-server/v2
   # nats-server runs as its own process so its CPU and memory are measured apart.
   # shellcheck disable=SC2206
-  common=(-worker-bin "$OUT/bin/worker" -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" $LOAD_FLAGS)
+  common=(-worker-bin "$OUT/bin/worker" -gateway-bin "$OUT/bin/gateway" -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" $LOAD_FLAGS)
   lt() { "$OUT/bin/loadtest" "${common[@]}" "$@"; }
 
   perf=()
@@ -96,10 +100,11 @@ loadruns() {
     } >"$OUT/max.perf.txt"
     sed -n '1,60p' "$OUT/max.perf.txt"
   fi
-  echo "== load: $RATE/s for $RATE_DURATION"
-  lt -label "rate$RATE" -rate "$RATE" -duration "$RATE_DURATION" -json "$OUT/rate.json" | tee "$OUT/rate.txt"
+  echo "== load: $RATE/s for $RATE_DURATION; customers read the status of 1 callback in $STATUS_READS_EVERY through the gateway"
+  lt -label "rate$RATE" -rate "$RATE" -duration "$RATE_DURATION" -status-reads "$(awk "BEGIN{print 1/$STATUS_READS_EVERY}")" \
+    -json "$OUT/rate.json" | tee "$OUT/rate.txt"
   echo "== load: one customer endpoint (one host), worker defaults, $RATE/s for $RATE_DURATION"
-  "$OUT/bin/loadtest" -worker-bin "$OUT/bin/worker" -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" \
+  "$OUT/bin/loadtest" -worker-bin "$OUT/bin/worker" -gateway-bin "$OUT/bin/gateway" -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" \
     -label "rate$RATE-one-host" -rate "$RATE" -duration "$RATE_DURATION" -json "$OUT/onehost.json" | tee "$OUT/onehost.txt"
   if [ "$PARKED" -gt 0 ]; then
     echo "== load: $PARKED callbacks parked for retry, then as fast as possible for $MAX_DURATION"
@@ -109,7 +114,7 @@ loadruns() {
   refs=()
   if [ "$REFERENCE" = 1 ]; then
     # shellcheck disable=SC2086
-    ref() { "$OUT/bin/loadtest" -reference fasthttp -worker-bin "$OUT/bin/bareloop" \
+    ref() { "$OUT/bin/loadtest" -reference fasthttp -worker-bin "$OUT/bin/bareloop" -gateway-bin "$OUT/bin/gateway" \
       -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" $LOAD_FLAGS "$@"; }
     echo "== reference loop (no signing, profile, claim or attempt log; fasthttp): as fast as it goes, $MAX_DURATION"
     ref -label "reference-max" -rate 0 -duration "$MAX_DURATION" -json "$OUT/ref-max.json" | tee "$OUT/ref-max.txt"

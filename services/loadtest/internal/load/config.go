@@ -36,6 +36,13 @@ type Config struct {
 	Reference string
 	RepoRoot  string
 	Workers   int
+	// Gateway runs the gateway beside the workers, so its cost is measured too; GatewayBin is
+	// its executable (empty: go build ./services/gateway of RepoRoot). StatusReads is the share
+	// of delivered callbacks whose status a customer then reads through it
+	// (GET /v1/task/{id}/callback).
+	Gateway     bool
+	GatewayBin  string
+	StatusReads float64
 	// Concurrency and HostConcurrency set WORKER_CONCURRENCY and WORKER_HOST_CONCURRENCY
 	// (0: the worker's defaults).
 	Concurrency     int
@@ -81,6 +88,7 @@ func Defaults() Config {
 	return Config{
 		RedisURL:       "redis://127.0.0.1:6379/0",
 		Workers:        2,
+		Gateway:        true,
 		LogLevel:       "warn",
 		Customers:      1,
 		Hosts:          1,
@@ -125,6 +133,8 @@ func (c Config) Validate() error {
 	check(c.NATSURL != "" && c.NATSBin != "", "-nats-url and -nats-bin exclude each other")
 	check(c.Reference != "" && c.Reference != "net/http" && c.Reference != "fasthttp",
 		"-reference %q: want net/http or fasthttp", c.Reference)
+	check(c.StatusReads < 0 || c.StatusReads > 1, "-status-reads %g: want a share from 0 to 1", c.StatusReads)
+	check(c.StatusReads > 0 && !c.Gateway, "-status-reads needs the gateway")
 	check(c.Sample < 100*time.Millisecond, "-sample %s: at least 100ms", c.Sample)
 	return errors.Join(errs...)
 }

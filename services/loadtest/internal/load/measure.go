@@ -62,12 +62,15 @@ func (s *sampler) stop() ([]Sample, int64) {
 // meter reads the CPU time of every process of the run.
 type meter struct {
 	workers []*Worker
+	gateway *Gateway // nil when the run has none
+	readers bool     // this process also reads statuses through the gateway
 	broker  Broker
 	rdb     *redis.Client
 }
 
 type cpuSnap struct {
 	workers   []float64
+	gateway   float64
 	nats      float64
 	self      float64
 	redisCPU  float64
@@ -79,13 +82,18 @@ type cpuSnap struct {
 	machine   float64
 }
 
-func newMeter(ws []*Worker, b Broker, rdb *redis.Client) *meter { return &meter{ws, b, rdb} }
+func newMeter(ws []*Worker, g *Gateway, b Broker, rdb *redis.Client) *meter {
+	return &meter{workers: ws, gateway: g, broker: b, rdb: rdb}
+}
 
-// pids are the processes of the run other than this one: workers, nats-server, Redis.
+// pids are the processes of the run other than this one: workers, gateway, nats-server, Redis.
 func (m *meter) pids(ctx context.Context) []int {
 	var pids []int
 	for _, w := range m.workers {
 		pids = append(pids, w.PID())
+	}
+	if m.gateway != nil {
+		pids = append(pids, m.gateway.PID())
 	}
 	if pid := m.broker.PID(); pid > 0 {
 		pids = append(pids, pid)
@@ -131,6 +139,9 @@ func (m *meter) snapshot(ctx context.Context) cpuSnap {
 	for _, w := range m.workers {
 		c, _ := cpuSeconds(w.PID())
 		s.workers = append(s.workers, c)
+	}
+	if m.gateway != nil {
+		s.gateway, _ = cpuSeconds(m.gateway.PID())
 	}
 	if pid := m.broker.PID(); pid > 0 {
 		s.nats, _ = cpuSeconds(pid)
@@ -182,7 +193,18 @@ func (m *meter) costs(a, b cpuSnap, delivered int64, wall time.Duration) ([]Proc
 		workers += pc.CPUSeconds
 	}
 	ours = workers
+	includes := "workers, "
+	if m.gateway != nil {
+		pc := cost("gateway", m.gateway.PID(), b.gateway-a.gateway, "")
+		pc.EndRSS, pc.PeakRSS = memory(m.gateway.PID())
+		out = append(out, pc)
+		ours += pc.CPUSeconds
+		includes += "gateway, "
+	}
 	selfIncludes := "publisher, receiver"
+	if m.readers {
+		selfIncludes += ", status readers"
+	}
 	if pid := m.broker.PID(); pid > 0 {
 		pc := cost("nats-server", pid, b.nats-a.nats, "")
 		pc.EndRSS, pc.PeakRSS = memory(pid)
@@ -204,7 +226,7 @@ func (m *meter) costs(a, b cpuSnap, delivered int64, wall time.Duration) ([]Proc
 	machine := b.machine - a.machine
 	totals := []ProcessCost{
 		cost("workers (all)", 0, workers, ""),
-		cost("everything of the run", 0, ours, "workers, NATS, Redis, publisher, receiver"),
+		cost("everything of the run", 0, ours, includes+"NATS, Redis, publisher, receiver"),
 		cost("rest of the machine", 0, max(machine-ours, 0), "other users of the machine during the run (noise)"),
 	}
 	return out, rc, totals

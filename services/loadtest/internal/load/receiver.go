@@ -48,7 +48,12 @@ type Receiver struct {
 
 	servers []*fasthttp.Server
 	urls    []string
+
+	onSuccess atomic.Pointer[func(seq int64)]
 }
+
+// OnSuccess sets a hook called for every callback answered 2xx (the status readers').
+func (r *Receiver) OnSuccess(f func(seq int64)) { r.onSuccess.Store(&f) }
 
 // Customer is what the receiver knows of one customer.
 type Customer struct {
@@ -107,6 +112,9 @@ func (r *Receiver) serve(ctx *fasthttp.RequestCtx) {
 		slow = true
 	}
 	r.tracker.Arrived(seq, publishedAt(body, now), now, status < 300)
+	if f := r.onSuccess.Load(); f != nil && status < 300 {
+		(*f)(seq)
+	}
 	if r.signCheckEvery > 0 && seq%r.signCheckEvery == 0 && len(r.customers) > 0 {
 		h := http.Header{}
 		for k, v := range ctx.Request.Header.All() {

@@ -38,6 +38,7 @@ type Report struct {
 	Redis     RedisCost     `json:"redis"`
 	NATS      NATSStats     `json:"nats"`
 	Parked    *ParkedStats  `json:"parked,omitempty"`
+	Reads     *StatusReads  `json:"status_reads,omitempty"`
 	Workers   WorkerMetrics `json:"worker_metrics"`
 	Consumer  ConsumerState `json:"consumer"`
 
@@ -188,13 +189,23 @@ func (r *Report) WriteTable(w io.Writer) {
 		r.Delivered, r.ThroughputPerSec, r.OverallPerSec)
 	p("duplicates %d, lost %d, awaiting retry %d, failed answers %d, requests %d, drain %.1fs (settled %v)\n",
 		r.Duplicates, r.Lost, r.AwaitingRetry, r.FailedAnswers, r.Requests, r.DrainSeconds, r.Settled)
+	if sr := r.Reads; sr != nil {
+		p("status reads through the gateway (GET /v1/task/{id}/callback, 1 in %.0f callbacks): %d, ok %d, failed %d, "+
+			"not sent (readers busy) %d\n", 1/sr.Share, sr.Reads, sr.OK, sr.Failed, sr.Dropped)
+		for _, f := range sr.FailedSample {
+			p("  failed: %s\n", f)
+		}
+	}
 	p("\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "latency (ms)\tn\tp50\tp90\tp99\tmax\t")
 	for _, l := range []struct {
 		name string
 		p    Percentiles
-	}{{"publish→first attempt", r.LatencyFirst}, {"publish→2xx", r.LatencySuccess}} {
+	}{{"publish→first attempt", r.LatencyFirst}, {"publish→2xx", r.LatencySuccess}, {"status read (gateway)", r.readLatency()}} {
+		if l.p.N == 0 && l.name == "status read (gateway)" {
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t\n", l.name, l.p.N, l.p.P50, l.p.P90, l.p.P99, l.p.Max)
 	}
 	tw.Flush()
@@ -346,4 +357,11 @@ func WriteSummary(w io.Writer, names []string, reports []*Report) {
 			workerCPU, allCPU, mb(peak), mb(r.NATS.MemPeak), r.Duplicates, r.Lost, r.Verify.StatusOK, r.Verify.StatusChecked)
 	}
 	tw.Flush()
+}
+
+func (r *Report) readLatency() Percentiles {
+	if r.Reads == nil {
+		return Percentiles{}
+	}
+	return r.Reads.Latency
 }

@@ -102,15 +102,53 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	var (
 		custs   []Customer
 		custIDs []string
+		apiKeys []string
 	)
 	for i := range cfg.Customers {
 		id := fmt.Sprintf("lt_%s_%d", runID, i)
-		p, _, err := store.Create(ctx, id, "")
+		p, creds, err := store.Create(ctx, id, "")
 		if err != nil {
 			return nil, fmt.Errorf("create customer: %w", err)
 		}
 		custs = append(custs, Customer{ID: id, AuthKey: p.CallbackAuthKey, SigningSecret: p.SigningSecret})
 		custIDs = append(custIDs, id)
+		apiKeys = append(apiKeys, creds.APIKey)
+	}
+
+	// The gateway, where customers read their statuses.
+	repoRoot := func() (string, error) {
+		if cfg.RepoRoot != "" {
+			return cfg.RepoRoot, nil
+		}
+		wd, _ := os.Getwd()
+		return FindRepoRoot(wd)
+	}
+	var (
+		gateway *Gateway
+		reader  *StatusReader
+	)
+	if cfg.Gateway {
+		bin := cfg.GatewayBin
+		if bin == "" {
+			root, err := repoRoot()
+			if err != nil {
+				return nil, err
+			}
+			logf("building ./services/gateway in %s", root)
+			if bin, err = BuildWorker(ctx, root, dir, "./services/gateway"); err != nil {
+				return nil, err
+			}
+		}
+		gateway, err = StartGateway(ctx, bin, dir, []string{"NATS_URL=" + broker.URL(), "REDIS_URL=" + cfg.RedisURL,
+			"REDIS_PREFIX=" + prefix, "LOG_LEVEL=" + cfg.LogLevel})
+		if err != nil {
+			return nil, err
+		}
+		defer gateway.stop(15 * time.Second)
+		if cfg.StatusReads > 0 {
+			reader = NewStatusReader(gateway.URL, cfg.StatusReads, apiKeys)
+			defer reader.Close()
+		}
 	}
 	maxCount := cfg.MaxCount
 	if cfg.Count > 0 {
@@ -127,6 +165,9 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		return nil, err
 	}
 	defer recv.Close()
+	if reader != nil {
+		recv.OnSuccess(reader.Arrived)
+	}
 	var dead *DeadEndpoint
 	if cfg.Parked > 0 {
 		if dead, err = NewDeadEndpoint(cfg.Hosts); err != nil {
@@ -145,12 +186,9 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	// The fleet.
 	bin := cfg.WorkerBin
 	if bin == "" {
-		root := cfg.RepoRoot
-		if root == "" {
-			wd, _ := os.Getwd()
-			if root, err = FindRepoRoot(wd); err != nil {
-				return nil, err
-			}
+		root, err := repoRoot()
+		if err != nil {
+			return nil, err
 		}
 		pkg := "./services/worker"
 		if cfg.Reference != "" {
@@ -220,7 +258,8 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		BodyBytes: len(Body(custIDs[0], taskID(0), time.Now().UnixNano(), recv.URLs()[0], pub.pad))}
 
 	// Who is measured.
-	meter := newMeter(workers, broker, rdb)
+	meter := newMeter(workers, gateway, broker, rdb)
+	meter.readers = reader != nil
 
 	if cfg.Parked > 0 {
 		logf("parking %d callbacks at a dead endpoint (schedule %s)", cfg.Parked, schedule)
@@ -263,6 +302,9 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		logf("some publishes were still unacknowledged after 30s")
 	}
 	r.Settled = waitFor(ctx, pubEnd.Add(cfg.Drain), 10*time.Millisecond, tracker.Settled)
+	if reader != nil {
+		r.Reads = reader.Close() // the reads still queued are part of the measured phase
+	}
 	end := time.Now()
 	if profile != nil {
 		pprof.StopCPUProfile()

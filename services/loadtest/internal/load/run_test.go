@@ -28,6 +28,7 @@ func TestRun_small_load_with_parked_retries(t *testing.T) {
 	cfg.Customers = 3
 	cfg.Parked = 200
 	cfg.SignCheckEvery = 10
+	cfg.StatusReads = 0.1
 	cfg.Sample = 100 * time.Millisecond
 	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
 		cfg.RedisURL = u
@@ -53,8 +54,23 @@ func TestRun_small_load_with_parked_retries(t *testing.T) {
 	if r.Consumer.NumAckPending < 200 || r.Consumer.NumPending != 0 {
 		t.Errorf("consumer at end %+v: the parked callbacks should still be waiting", r.Consumer)
 	}
-	if len(r.Processes) != 3 || r.Processes[0].CPUSeconds <= 0 || r.Processes[0].PeakRSS <= 0 {
+	if len(r.Processes) != 4 || r.Processes[0].CPUSeconds <= 0 || r.Processes[0].PeakRSS <= 0 {
 		t.Errorf("process costs %+v", r.Processes)
+	}
+	// Customers read the status of one callback in ten through the gateway, whose cost is
+	// measured like the workers'.
+	if r.Reads == nil || r.Reads.Reads != 30 || r.Reads.OK != 30 || r.Reads.Latency.N != 30 {
+		t.Errorf("status reads through the gateway: %+v", r.Reads)
+	}
+	var gateway *ProcessCost
+	for i := range r.Processes {
+		if r.Processes[i].Name == "gateway" {
+			gateway = &r.Processes[i]
+		}
+	}
+	// (30 reads may cost less than the 10 ms that /proc counts CPU time in, so no CPU check.)
+	if gateway == nil || gateway.PID == 0 || gateway.PeakRSS <= 0 {
+		t.Errorf("the gateway's cost is missing: %+v", r.Processes)
 	}
 }
 
