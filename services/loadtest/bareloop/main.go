@@ -133,7 +133,8 @@ func (l *loop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// run keeps slots messages in flight, like the worker: a pull asks for as many as are free.
+// run keeps slots messages in flight: a pull asks for as many as are free. It is the worker's
+// pull loop, written out again on purpose: the ceiling must not move when the worker does.
 func (l *loop) run(ctx context.Context) {
 	free := make(chan struct{}, l.slots)
 	for range l.slots {

@@ -67,21 +67,11 @@ func StartWorkers(ctx context.Context, bin, dir string, n int, env []string) ([]
 			return fail(err)
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		logPath := filepath.Join(dir, fmt.Sprintf("worker-%d.log", i+1))
-		logFile, err := os.Create(logPath)
+		p, err := spawn(fmt.Sprintf("worker-%d", i+1), bin, dir, append(env, "METRICS_ADDR="+addr))
 		if err != nil {
 			return fail(err)
 		}
-		cmd := exec.Command(bin)
-		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-		cmd.Env = append(cmd.Env, "METRICS_ADDR="+addr)
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		cmd.SysProcAttr = childAttr()
-		if err := cmd.Start(); err != nil {
-			logFile.Close()
-			return fail(fmt.Errorf("start worker: %w", err))
-		}
-		ws = append(ws, &Worker{proc: newProc(fmt.Sprintf("worker-%d", i+1), cmd, logFile, logPath), MetricsAddr: addr})
+		ws = append(ws, &Worker{proc: p, MetricsAddr: addr})
 	}
 	for _, w := range ws {
 		if err := waitHTTP(ctx, "http://"+w.MetricsAddr+"/readyz", 60*time.Second, w.done); err != nil {

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -31,21 +28,11 @@ func StartGateway(ctx context.Context, bin, dir string, env []string) (*Gateway,
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	logPath := filepath.Join(dir, "gateway.log")
-	logFile, err := os.Create(logPath)
+	p, err := spawn("gateway", bin, dir, append(env, "GATEWAY_ADDR="+addr))
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-	cmd.Env = append(cmd.Env, "GATEWAY_ADDR="+addr)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start gateway: %w", err)
-	}
-	g := &Gateway{proc: newProc("gateway", cmd, logFile, logPath), URL: "http://" + addr}
+	g := &Gateway{proc: p, URL: "http://" + addr}
 	if err := waitHTTP(ctx, g.URL+"/readyz", 60*time.Second, g.done); err != nil {
 		g.stop(5 * time.Second)
 		return nil, fmt.Errorf("gateway: %w\n%s", err, g.tail())

@@ -14,31 +14,11 @@ func TestRun_small_load_with_parked_retries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the worker fleet")
 	}
-	wd, _ := os.Getwd()
-	root, err := FindRepoRoot(wd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Defaults()
-	cfg.RepoRoot = root
-	cfg.Duration, cfg.Count, cfg.Rate = 0, 300, 0
-	cfg.Warmup = 0
-	cfg.Drain = 30 * time.Second
-	cfg.Hosts = 2
-	cfg.Customers = 3
+	cfg := smallRun(t)
 	cfg.Parked = 200
 	cfg.SignCheckEvery = 10
 	cfg.StatusReads = 0.1
-	cfg.Sample = 100 * time.Millisecond
-	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
-		cfg.RedisURL = u
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	r, err := Run(ctx, cfg, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := run(t, cfg)
 	if r.Published != 300 || r.Delivered != 300 || r.Lost != 0 || r.Duplicates != 0 || !r.Settled {
 		t.Errorf("counts %+v, settled %v", r.Counts, r.Settled)
 	}
@@ -81,29 +61,9 @@ func TestRun_reference_loop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the reference loop")
 	}
-	wd, _ := os.Getwd()
-	root, err := FindRepoRoot(wd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Defaults()
-	cfg.RepoRoot = root
+	cfg := smallRun(t)
 	cfg.Reference = "fasthttp"
-	cfg.Duration, cfg.Count, cfg.Rate = 0, 300, 0
-	cfg.Warmup = 0
-	cfg.Drain = 30 * time.Second
-	cfg.Hosts = 2
-	cfg.Customers = 3
-	cfg.Sample = 100 * time.Millisecond
-	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
-		cfg.RedisURL = u
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	r, err := Run(ctx, cfg, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := run(t, cfg)
 	if r.Delivered != 300 || r.Lost != 0 || r.Duplicates != 0 || !r.Settled {
 		t.Errorf("counts %+v, settled %v", r.Counts, r.Settled)
 	}
@@ -116,4 +76,37 @@ func TestRun_reference_loop(t *testing.T) {
 	if r.Settings.Reference != "fasthttp" {
 		t.Errorf("report settings %+v do not name the reference loop", r.Settings)
 	}
+}
+
+// smallRun is a run of 300 callbacks, at full speed, to 3 customers on 2 hosts.
+func smallRun(t *testing.T) Config {
+	t.Helper()
+	wd, _ := os.Getwd()
+	root, err := FindRepoRoot(wd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.RepoRoot = root
+	cfg.Duration, cfg.Count, cfg.Rate = 0, 300, 0
+	cfg.Warmup = 0
+	cfg.Drain = 30 * time.Second
+	cfg.Hosts = 2
+	cfg.Customers = 3
+	cfg.Sample = 100 * time.Millisecond
+	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
+		cfg.RedisURL = u
+	}
+	return cfg
+}
+
+func run(t *testing.T, cfg Config) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
