@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -87,7 +88,17 @@ type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
 	now    func() time.Time
+
+	// keyOwners remembers which customer an API key's hash points to, so that authenticating a
+	// known key reads only the profile. It is safe to keep without expiry: a hash never comes to
+	// point at another customer, and the profile, read on every request, still decides (a
+	// rotated key fails its comparison at once, on every gateway).
+	ownersMu  sync.Mutex
+	keyOwners map[string]string
 }
+
+// maxKeyOwners bounds keyOwners; when full it starts again empty.
+const maxKeyOwners = 100_000
 
 // NewStore returns a Store whose keys start with prefix (e.g. "rc:").
 func NewStore(rdb redis.UniversalClient, prefix string) *Store {
@@ -181,23 +192,47 @@ func (s *Store) Authenticate(ctx context.Context, apiKey string) (Profile, error
 		return Profile{}, ErrNotFound
 	}
 	hash := hashAPIKey(apiKey)
-	id, err := s.rdb.Get(ctx, s.apiKeyKey(hash)).Result()
-	if errors.Is(err, redis.Nil) {
-		return Profile{}, ErrNotFound
-	}
-	if err != nil {
-		return Profile{}, fmt.Errorf("authenticate: %w", err)
+	s.ownersMu.Lock()
+	id, known := s.keyOwners[hash]
+	s.ownersMu.Unlock()
+	if !known {
+		var err error
+		id, err = s.rdb.Get(ctx, s.apiKeyKey(hash)).Result()
+		if errors.Is(err, redis.Nil) {
+			return Profile{}, ErrNotFound
+		}
+		if err != nil {
+			return Profile{}, fmt.Errorf("authenticate: %w", err)
+		}
 	}
 	p, err := s.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		s.forgetOwner(hash)
+	}
 	if err != nil {
 		return Profile{}, err
 	}
 	// The index is only a pointer; the profile's own hash is the authority (a rotated key's
-	// index entry may outlive the rotation for a moment).
+	// index entry may outlive the rotation for a moment, and so may the remembered pointer).
 	if subtle.ConstantTimeCompare([]byte(p.apiKeyHash), []byte(hash)) != 1 {
+		s.forgetOwner(hash)
 		return Profile{}, ErrNotFound
 	}
+	if !known {
+		s.ownersMu.Lock()
+		if s.keyOwners == nil || len(s.keyOwners) >= maxKeyOwners {
+			s.keyOwners = make(map[string]string)
+		}
+		s.keyOwners[hash] = id
+		s.ownersMu.Unlock()
+	}
 	return p, nil
+}
+
+func (s *Store) forgetOwner(hash string) {
+	s.ownersMu.Lock()
+	delete(s.keyOwners, hash)
+	s.ownersMu.Unlock()
 }
 
 // SetDefaultCallbackURL changes (or, with "", clears) the default callback URL.

@@ -2,6 +2,8 @@ package customer_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -74,6 +76,46 @@ func TestCreate_authenticate_and_rotate(t *testing.T) {
 	if final.Version != 3 {
 		t.Errorf("version %d after two changes, want 3", final.Version)
 	}
+}
+
+// Gateways remember which customer a known API key belongs to, so authenticating it reads only
+// the profile. A key rotated through one gateway must still stop working at once on another that
+// has just authenticated it, and the new key must work there.
+func TestAuthenticate_rotated_key_fails_at_once_on_every_gateway(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	gatewayA, gatewayB := customer.NewStore(rdb, prefix), customer.NewStore(rdb, prefix)
+	_, creds, err := gatewayA.Create(ctx, "c1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if p, err := gatewayB.Authenticate(ctx, creds.APIKey); err != nil || p.ID != "c1" {
+			t.Fatalf("authenticate on B: %v %v", p.ID, err)
+		}
+	}
+	// B no longer needs the key's index entry to find the customer ...
+	if err := rdb.Del(ctx, prefix+"apikey:"+sha256hex(creds.APIKey)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gatewayB.Authenticate(ctx, creds.APIKey); err != nil {
+		t.Fatalf("a known key needed the index entry: %v", err)
+	}
+	// ... but the profile still decides.
+	fresh, err := gatewayA.RotateAPIKey(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gatewayB.Authenticate(ctx, creds.APIKey); !errors.Is(err, customer.ErrNotFound) {
+		t.Errorf("the rotated key still works on the other gateway: %v", err)
+	}
+	if p, err := gatewayB.Authenticate(ctx, fresh.APIKey); err != nil || p.ID != "c1" {
+		t.Errorf("the new key on the other gateway: %v %v", p.ID, err)
+	}
+}
+
+func sha256hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
 
 func values(m map[string]string) []string {
