@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// BuildWorker compiles the package pkg (./services/worker, or the reference loop) of the
+// Build compiles the command pkg (./services/worker, ./services/gateway, the reference loop) of the
 // repository at root into dir.
-func BuildWorker(ctx context.Context, root, dir, pkg string) (string, error) {
+func Build(ctx context.Context, root, dir, pkg string) (string, error) {
 	bin := filepath.Join(dir, filepath.Base(pkg))
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Dir = root

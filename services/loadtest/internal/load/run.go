@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 				return nil, err
 			}
 			logf("building ./services/gateway in %s", root)
-			if bin, err = BuildWorker(ctx, root, dir, "./services/gateway"); err != nil {
+			if bin, err = Build(ctx, root, dir, "./services/gateway"); err != nil {
 				return nil, err
 			}
 		}
@@ -199,7 +199,7 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		if cfg.PerfData != "" {
 			into = filepath.Dir(cfg.PerfData) // perf report needs the binary after this run
 		}
-		if bin, err = BuildWorker(ctx, root, into, pkg); err != nil {
+		if bin, err = Build(ctx, root, into, pkg); err != nil {
 			return nil, err
 		}
 	}
