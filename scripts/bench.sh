@@ -3,6 +3,7 @@
 # (default /tmp/refonte-bench/<date>), with a summary printed at the end.
 #
 #   scripts/bench.sh            micro benchmarks, whole-delivery benchmark + CPU profile, load runs
+#                               (the fleet, then the reference loop: this machine's ceiling)
 #   scripts/bench.sh micro      only the go test benchmarks
 #   scripts/bench.sh load       only the load runs
 #   scripts/bench.sh soak       a soak: SOAK_RATE/s (3000) for SOAK_DURATION (10m), memory by minute
