@@ -118,7 +118,10 @@ loadruns() {
     ref() { "$OUT/bin/loadtest" -reference fasthttp -worker-bin "$OUT/bin/bareloop" -gateway-bin "$OUT/bin/gateway" \
       -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" $LOAD_FLAGS "$@"; }
     echo "== reference loop (no signing, profile, claim or attempt log; fasthttp): as fast as it goes, $MAX_DURATION"
-    ref -label "reference-max" -rate 0 -duration "$MAX_DURATION" -json "$OUT/ref-max.json" | tee "$OUT/ref-max.txt"
+    # Under perf too when the fleet's max run was, so that both pay the same sampling cost.
+    refperf=()
+    if [ ${#perf[@]} -gt 0 ]; then refperf=(-perf "$OUT/ref-max.perf.data"); fi
+    ref -label "reference-max" -rate 0 -duration "$MAX_DURATION" "${refperf[@]}" -json "$OUT/ref-max.json" | tee "$OUT/ref-max.txt"
     echo "== reference loop: $RATE/s for $RATE_DURATION"
     ref -label "reference-rate$RATE" -rate "$RATE" -duration "$RATE_DURATION" -json "$OUT/ref-rate.json" | tee "$OUT/ref-rate.txt"
     refs=("$OUT/ref-max.json" "$OUT/ref-rate.json")
