@@ -176,21 +176,16 @@ local function record(KEYS, ARGV)
     write()
     return {2, attempts, tonumber(delivery), version}
   end
-  if outcome == 'succeeded' then
-    put('state', 'succeeded') put('succeeded', '1') put('last_attempt_at', now) put('target', ARGV[9])
-    put('updated_at', now)
+  if outcome == 'succeeded' or outcome == 'failed' then
+    put('state', outcome) put('succeeded', outcome == 'succeeded' and '1' or '0')
+    put('last_attempt_at', now) put('target', ARGV[9]) put('updated_at', now)
     if due ~= '0' then put('next_attempt_at', '0') end
   elseif outcome == 'retry' then
+    -- an older attempt's late outcome does not move the schedule of a newer one
     if attempt >= attempts then
       put('state', 'retrying') put('next_attempt_at', ARGV[13]) put('last_attempt_at', now)
-      put('target', ARGV[9]) put('updated_at', now)
-    else
-      put('target', ARGV[9]) put('updated_at', now)
     end
-  elseif outcome == 'failed' then
-    put('state', 'failed') put('succeeded', '0') put('last_attempt_at', now) put('target', ARGV[9])
-    put('updated_at', now)
-    if due ~= '0' then put('next_attempt_at', '0') end
+    put('target', ARGV[9]) put('updated_at', now)
   elseif outcome == 'no_callback' then
     put('state', 'no_callback') put('attempts', '0') put('last_attempt_at', now) put('updated_at', now)
     put('target', '') put('next_attempt_at', '0')
