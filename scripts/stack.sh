@@ -137,7 +137,7 @@ build() {
 	cp -f "$(go tool -n nats-server)" "$BIN/nats-server.new" && mv -f "$BIN/nats-server.new" "$BIN/nats-server"
 	say "building bin/gateway"
 	if ! go build -o "$BIN/" ./services/gateway; then
-		die "services/gateway does not build (see the compiler output above). The stack needs the gateway (CONTRACT §4): it creates the demo customer and shows the callbacks. Nothing was started."
+		die "services/gateway does not build (see the compiler output above). The stack needs the gateway (docs/api.md): it creates the demo customer and shows the callbacks. Nothing was started."
 	fi
 }
 

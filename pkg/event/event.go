@@ -1,5 +1,6 @@
-// Package event decodes and validates task completion events (CONTRACT §1) and builds the
-// callback body that customers receive (CONTRACT §2). Decoding is strict: an event is either
+// Package event decodes and validates task completion events (docs/events.md,
+// schemas/task-completed.schema.json) and builds the callback body that customers receive
+// (docs/receiving.md, schemas/callback.schema.json). Decoding is strict: an event is either
 // fully valid or refused with a Reason that operators can count and inspect.
 package event
 
@@ -230,7 +231,7 @@ func (e Event) Marshal() []byte {
 	return append(b, '}')
 }
 
-// CallbackBody is the JSON body of the callback (CONTRACT §2): the task as received, its
+// CallbackBody is the JSON body of the callback (schemas/callback.schema.json): the task as received, its
 // response, task_id and status. It is byte-for-byte the same for every attempt and resend.
 func (e Event) CallbackBody() []byte {
 	b := make([]byte, 0, len(e.Task)+len(e.Response)+len(e.TaskID)+64)

@@ -1,5 +1,5 @@
-// Package invalid keeps the events that workers refused (CONTRACT §1: "kept for inspection with
-// the reason"), in a capped Redis stream, so an operator can see what was refused and why.
+// Package invalid keeps the events that workers refused, with the reason (docs/events.md, "Invalid
+// events"), in a capped Redis stream, so an operator can see what was refused and why.
 package invalid
 
 import (

@@ -1,6 +1,6 @@
-// Command gateway is the HTTP API that customers and operators use (CONTRACT §4): profiles and
+// Command gateway is the HTTP API that customers and operators use (docs/api.md): profiles and
 // keys, task status with its attempt log, and resends. Configuration is read from the
-// environment (see internal/api/config.go and README.md).
+// environment (see internal/api/config.go and docs/operations.md).
 package main
 
 import (
