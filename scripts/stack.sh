@@ -131,6 +131,12 @@ port_free() {
 
 build() {
 	mkdir -p "$BIN"
+	# On a machine's first run the build fetches the services' Go modules, and go prints a line
+	# per module for a minute or two: say so first, so it does not look like a hang. The check
+	# is offline (GOPROXY=off fails at once when a module is missing from the cache).
+	if ! GOPROXY=off go list -deps ./services/worker ./services/devstack ./services/gateway >/dev/null 2>&1; then
+		say "first run on this machine: fetching the Go modules the services need (a minute or two; 'go: downloading' lines follow)"
+	fi
 	say "building bin/worker, bin/devstack"
 	go build -o "$BIN/" ./services/worker ./services/devstack
 	say "building bin/nats-server (the version pinned in tools/go.mod: $(go tool nats-server --version))"
