@@ -24,7 +24,7 @@ import (
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
-	"refonte.ai/callbacks/pkg/invalid"
+	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/service"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
@@ -125,7 +125,7 @@ func build(ctx context.Context, cfg worker.Config, c *conns, reg *prometheus.Reg
 		Consumer:   consumer,
 		Profiles:   profiles,
 		Status:     status.NewStore(c.rdb, cfg.RedisPrefix, cfg.Retention),
-		Invalid:    invalid.NewStore(c.rdb, cfg.RedisPrefix, 0),
+		Invalid:    quarantine.NewStore(c.rdb, cfg.RedisPrefix, 0),
 		Transports: transports,
 		Log:        log,
 		Metrics:    worker.NewMetrics(reg),
