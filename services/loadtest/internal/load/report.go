@@ -39,6 +39,7 @@ type Report struct {
 	NATS      NATSStats     `json:"nats"`
 	Parked    *ParkedStats  `json:"parked,omitempty"`
 	Reads     *StatusReads  `json:"status_reads,omitempty"`
+	Side      *SideStats    `json:"side,omitempty"`
 	Workers   WorkerMetrics `json:"worker_metrics"`
 	Consumer  ConsumerState `json:"consumer"`
 
@@ -189,6 +190,9 @@ func (r *Report) WriteTable(w io.Writer) {
 		r.Delivered, r.ThroughputPerSec, r.OverallPerSec)
 	p("duplicates %d, lost %d, awaiting retry %d, failed answers %d, requests %d, drain %.1fs (settled %v)\n",
 		r.Duplicates, r.Lost, r.AwaitingRetry, r.FailedAnswers, r.Requests, r.DrainSeconds, r.Settled)
+	if r.Side != nil {
+		p("%s\n", r.Side)
+	}
 	if sr := r.Reads; sr != nil {
 		p("status reads through the gateway (GET /v1/task/{id}/callback, 1 in %.0f callbacks): %d, ok %d, failed %d, "+
 			"not sent (readers busy) %d\n", 1/sr.Share, sr.Reads, sr.OK, sr.Failed, sr.Dropped)

@@ -291,6 +291,16 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		}
 		defer perf.stop()
 	}
+	var side *Side
+	if cfg.SideRate > 0 {
+		sideID := fmt.Sprintf("lt_%s_side", runID)
+		if _, _, err := store.Create(ctx, sideID, ""); err != nil {
+			return nil, fmt.Errorf("create the second customer: %w", err)
+		}
+		if side, err = StartSide(ctx, nc, sideID, "lts-"+runID+"-", cfg.SideRate); err != nil {
+			return nil, err
+		}
+	}
 	sampler := startSampler(cfg.Sample, tracker, workers, broker)
 	logf("publishing: rate %v/s (0 = max, backlog %d), duration %s, count %d", cfg.Rate, cfg.Backlog, cfg.Duration, cfg.Count)
 	published, start, pubEnd, pubErr := pub.Run(ctx, Pace{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count, Backlog: cfg.Backlog})
@@ -302,6 +312,10 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		logf("some publishes were still unacknowledged after 30s")
 	}
 	r.Settled = waitFor(ctx, pubEnd.Add(cfg.Drain), 10*time.Millisecond, tracker.Settled)
+	if side != nil {
+		st := side.Finish(10 * time.Second)
+		r.Side = &st
+	}
 	if reader != nil {
 		r.Reads = reader.Close() // the reads still queued are part of the measured phase
 	}
