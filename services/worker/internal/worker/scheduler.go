@@ -64,9 +64,10 @@ func newScheduler(maxHeld int, maxBytes int64, hostQueue int, newLimit func() ai
 	return s
 }
 
-// waitRoom blocks until the window has room for at least one message and returns how many.
+// waitRoom blocks until the window has room for at least one message and returns how many;
+// false once ctx has ended.
 func (s *scheduler) waitRoom(ctx context.Context) (int, bool) {
-	for {
+	for ctx.Err() == nil {
 		s.mu.Lock()
 		room := s.maxHeld - s.held
 		s.mu.Unlock()
@@ -75,10 +76,10 @@ func (s *scheduler) waitRoom(ctx context.Context) (int, bool) {
 		}
 		select {
 		case <-ctx.Done():
-			return 0, false
 		case <-s.room:
 		}
 	}
+	return 0, false
 }
 
 // hold counts a message taken from the stream into the window. It refuses one whose payload
