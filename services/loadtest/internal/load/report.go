@@ -244,7 +244,7 @@ func (r *Report) WriteTable(w io.Writer) {
 			mb(pk.MemParked-pk.MemBefore), pk.IdleSeconds, pk.IdleCPUNATS, pk.IdleCPUWorkers)
 	}
 	wm := r.Workers
-	p("worker counters (measured phase): attempts ok %.0f, failed %.0f, deferred by the per-host limit %.0f, rejected %.0f\n",
+	p("worker counters (measured phase): attempts ok %.0f, failed %.0f, deferred (host queue or window full, no attempt used) %.0f, rejected %.0f\n",
 		wm.AttemptsSucceeded, wm.AttemptsFailed, wm.Deferred, wm.Rejected)
 	c := r.Consumer
 	p("consumer at end: pending %d, ack-pending %d, redelivered %d\n", c.NumPending, c.NumAckPending, c.NumRedelivered)
