@@ -78,9 +78,9 @@ func LoadConfig(r *env.Reader) (Config, error) {
 		MaxAckPending: r.Int("NATS_MAX_ACK_PENDING", stream.DefaultMaxAckPending),
 
 		Concurrency:  r.Int("WORKER_CONCURRENCY", 256),
-		MaxHeld:      r.Int("WORKER_MAX_HELD", 2048),
+		MaxHeld:      r.Int("WORKER_MAX_HELD", 8192),
 		MaxHeldBytes: r.Int("WORKER_MAX_HELD_BYTES", 64<<20),
-		HostQueue:    r.Int("WORKER_HOST_QUEUE", 512),
+		HostQueue:    r.Int("WORKER_HOST_QUEUE", 4096),
 
 		Timeout:      r.Duration("CALLBACK_TIMEOUT", 30*time.Second),
 		AllowPrivate: r.Bool("CALLBACK_ALLOW_PRIVATE", false),

@@ -32,6 +32,7 @@ type Metrics struct {
 // Reasons a message is deferred without using an attempt.
 const (
 	deferHostQueue   = "host_queue_full"   // its host's local queue is full
+	deferHostShare   = "host_share"        // taken out of a long queue to leave other hosts their share
 	deferWindowBytes = "window_bytes_full" // the held window has no room for its payload
 )
 
@@ -71,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "refonte_callback_deferred_total",
-			Help: "Messages put back for later without using an attempt, by reason (host_queue_full, window_bytes_full).",
+			Help: "Messages put back for later without using an attempt, by reason (host_queue_full, host_share, window_bytes_full).",
 		}, []string{"reason"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "refonte_callback_in_flight",
@@ -98,6 +99,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.rejected.WithLabelValues(string(r))
 	}
 	m.deferred.WithLabelValues(deferHostQueue)
+	m.deferred.WithLabelValues(deferHostShare)
 	m.deferred.WithLabelValues(deferWindowBytes)
 	return m
 }

@@ -12,7 +12,9 @@ import (
 // out in fair turns across endpoint hosts.
 //
 // The window (maxHeld messages, maxBytes of payload) bounds what one worker holds. Inside it each
-// host has a local queue, bounded by hostQueue, and a hostLimiter; a slot goes to the next host in
+// host has a local queue and a hostLimiter. A queue is bounded by hostQueue and by a fair share
+// of the window: with k hosts queuing, each may queue (maxHeld - slots)/(k+1), so busy hosts
+// never fill the window and a newcomer's message always finds room; a slot goes to the next host in
 // turn that has a message queued and a token free (round robin over those hosts: deficit round
 // robin with a cost of one per message), so a host with 10,000 messages and a host with one both
 // get their turns. A message whose host queue is full is deferred (NakWithDelay, no attempt
@@ -22,6 +24,7 @@ type scheduler struct {
 	maxHeld   int
 	maxBytes  int64
 	hostQueue int
+	slots     int // delivery slots: held messages the queues leave room for
 	newLimit  func() aimdLimit
 	now       func() time.Time
 
@@ -33,7 +36,8 @@ type scheduler struct {
 	held      int
 	heldBytes int64
 	queued    int
-	room      chan struct{} // poked when the window gains room
+	queuing   map[*hostState]struct{} // hosts with a message queued
+	room      chan struct{}           // poked when the window gains room
 }
 
 // hostState is one endpoint host's queue, tokens and pacing.
@@ -42,9 +46,9 @@ type hostState struct {
 	limiter hostLimiter
 	queue   []*job
 	inTurns bool
-	// perMessage estimates the time between two of the host's deliveries while it is busy,
-	// and returnAt when the last message deferred for it is due back: deferrals are spread
-	// over the time the host needs, not all sent back at once.
+	// perMessage estimates the time between two of the host's deliveries while it is busy
+	// (an average of the measured gaps), and returnAt when the last message deferred for it is
+	// due back: deferrals are spread over the time the host needs, not all sent back at once.
 	perMessage time.Duration
 	lastDone   time.Time
 	returnAt   time.Time
@@ -52,14 +56,15 @@ type hostState struct {
 
 const (
 	minDefer = 500 * time.Millisecond
-	maxDefer = time.Minute
+	maxDefer = 10 * time.Second
 	// maxHostsKnown bounds the hosts whose learned limit is kept after they went idle.
 	maxHostsKnown = 50_000
 )
 
-func newScheduler(maxHeld int, maxBytes int64, hostQueue int, newLimit func() aimdLimit) *scheduler {
-	s := &scheduler{maxHeld: maxHeld, maxBytes: maxBytes, hostQueue: hostQueue, newLimit: newLimit,
-		now: time.Now, hosts: make(map[string]*hostState), room: make(chan struct{}, 1)}
+func newScheduler(maxHeld int, maxBytes int64, hostQueue, slots int, newLimit func() aimdLimit) *scheduler {
+	s := &scheduler{maxHeld: maxHeld, maxBytes: maxBytes, hostQueue: hostQueue, slots: slots, newLimit: newLimit,
+		now: time.Now, hosts: make(map[string]*hostState), queuing: make(map[*hostState]struct{}),
+		room: make(chan struct{}, 1)}
 	s.ready = sync.NewCond(&s.mu)
 	return s
 }
@@ -112,19 +117,50 @@ func (s *scheduler) unholdLocked(size int) {
 }
 
 // enqueue puts a held job in its host's queue. When that queue is full it returns false and how
-// long to defer the message for.
-func (s *scheduler) enqueue(j *job) (deferFor time.Duration, ok bool) {
+// long to defer the message for. A host that starts queuing may push other hosts' queues over
+// their new fair share: their newest messages are taken out and returned as evicted, each with
+// its deferral, for the caller to hand back.
+func (s *scheduler) enqueue(j *job) (deferFor time.Duration, ok bool, evicted []*job) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.host(j.hostKey)
-	if len(h.queue) >= s.hostQueue || s.closed {
-		return jitter(h.deferral(s.now())), false
+	if s.closed || len(h.queue) >= s.queueBoundLocked(h) {
+		return jitter(h.deferral(s.now())), false, nil
 	}
 	j.host = h
+	if len(h.queue) == 0 {
+		evicted = s.makeRoomLocked()
+		s.queuing[h] = struct{}{}
+	}
 	h.queue = append(h.queue, j)
 	s.queued++
 	s.offerTurnLocked(h)
-	return 0, true
+	return 0, true, evicted
+}
+
+// makeRoomLocked trims every queue down to the fair share one more queuing host leaves it, when
+// the queues would otherwise leave that host less than its share: hosts that hang or fail never
+// hold the whole window, however many of them there are.
+func (s *scheduler) makeRoomLocked() []*job {
+	budget := s.maxHeld - s.slots
+	k := len(s.queuing) + 1
+	share := max(1, budget/(k+1))
+	if s.queued+share <= budget {
+		return nil
+	}
+	now := s.now()
+	var evicted []*job
+	for h := range s.queuing {
+		for len(h.queue) > share {
+			last := h.queue[len(h.queue)-1]
+			h.queue[len(h.queue)-1] = nil
+			h.queue = h.queue[:len(h.queue)-1]
+			s.queued--
+			last.deferFor = jitter(h.deferral(now))
+			evicted = append(evicted, last)
+		}
+	}
+	return evicted
 }
 
 // take blocks until a job may be delivered (its host's token is taken) and returns it; nil once
@@ -145,6 +181,9 @@ func (s *scheduler) take() *job {
 	h.queue[0] = nil
 	h.queue = h.queue[1:]
 	s.queued--
+	if len(h.queue) == 0 {
+		delete(s.queuing, h)
+	}
 	h.limiter.tryAcquire()
 	s.offerTurnLocked(h) // to the back of the line, if it has more and may take more
 	if len(s.turns) > 0 {
@@ -161,7 +200,7 @@ func (s *scheduler) done(j *job, smp sample, took time.Duration) {
 	h := j.host
 	now := s.now()
 	if smp != sampleIgnore {
-		h.observe(now, took)
+		h.observe(now)
 	}
 	h.limiter.release(smp, took)
 	s.unholdLocked(j.size)
@@ -180,9 +219,20 @@ func (s *scheduler) close() []*job {
 		h.queue = nil
 	}
 	s.queued = 0
+	clear(s.queuing)
 	s.turns = nil
 	s.ready.Broadcast()
 	return left
+}
+
+// queueBoundLocked is how many messages h may queue: hostQueue, or its fair share of the window
+// if that is less.
+func (s *scheduler) queueBoundLocked(h *hostState) int {
+	k := len(s.queuing)
+	if len(h.queue) == 0 {
+		k++ // h would be one more
+	}
+	return max(1, min(s.hostQueue, (s.maxHeld-s.slots)/(k+1)))
 }
 
 func (s *scheduler) host(name string) *hostState {
@@ -216,16 +266,15 @@ func (s *scheduler) forgetIdleLocked() {
 	}
 }
 
-// observe updates the host's pace from a finished attempt.
-func (h *hostState) observe(now time.Time, took time.Duration) {
-	perSlot := took / time.Duration(max(1, h.limiter.limit.current()))
-	switch {
-	case h.perMessage == 0:
-		h.perMessage = perSlot
-	case h.limiter.inFlight > 1 || len(h.queue) > 0:
-		// Busy: the gap since the previous delivery is the pace the host really keeps.
+// observe updates the host's pace from a finished attempt: while the host is busy, the gap since
+// its previous delivery is the pace it really keeps (its limit and this worker's CPU included).
+func (h *hostState) observe(now time.Time) {
+	if !h.lastDone.IsZero() && (h.limiter.inFlight > 1 || len(h.queue) > 0) {
 		gap := now.Sub(h.lastDone)
-		h.perMessage = (h.perMessage*15 + max(gap, perSlot)) / 16
+		if h.perMessage == 0 {
+			h.perMessage = gap
+		}
+		h.perMessage = (h.perMessage*15 + gap) / 16
 	}
 	h.lastDone = now
 }
@@ -235,13 +284,15 @@ func (h *hostState) observe(now time.Time, took time.Duration) {
 func (h *hostState) deferral(now time.Time) time.Duration {
 	per := h.perMessage
 	if per <= 0 {
-		per = 10 * time.Millisecond
+		per = time.Millisecond // nothing measured yet: better too early (deferred again) than idle
 	}
 	drained := now.Add(time.Duration(len(h.queue)+h.limiter.inFlight) * per)
 	if h.returnAt.Before(drained) {
 		h.returnAt = drained
 	}
 	h.returnAt = h.returnAt.Add(per)
+	// Past the horizon the estimate is too uncertain to plan on: those come back at the horizon
+	// and are deferred again with a better one.
 	if limit := now.Add(maxDefer); h.returnAt.After(limit) {
 		h.returnAt = limit
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 func testScheduler(maxHeld, hostQueue, start, ceiling int) *scheduler {
-	return newScheduler(maxHeld, 1<<30, hostQueue, func() aimdLimit {
+	return newScheduler(maxHeld, 1<<30, hostQueue, 0, func() aimdLimit {
 		return newAIMDLimit(start, 1, ceiling, 10*time.Second)
 	})
 }
@@ -24,7 +24,7 @@ func admitTo(t *testing.T, s *scheduler, host string, n int) []*job {
 		if !s.hold(j.size) {
 			t.Fatalf("window refused %s", j.webhookID)
 		}
-		if _, ok := s.enqueue(j); !ok {
+		if _, ok, _ := s.enqueue(j); !ok {
 			t.Fatalf("host queue refused %s", j.webhookID)
 		}
 		jobs = append(jobs, j)
@@ -71,22 +71,19 @@ func TestScheduler_host_at_its_limit_waits_and_others_pass(t *testing.T) {
 
 // A full host queue defers the message instead of holding it; the window frees as messages
 // settle, and close hands back whatever is still queued.
-func TestScheduler_full_queue_defers_and_window_bounds_holding(t *testing.T) {
-	s := testScheduler(4, 2, 1, 1)
+func TestScheduler_full_queue_defers_and_close_hands_back_the_rest(t *testing.T) {
+	s := testScheduler(6, 2, 1, 1)
 	admitTo(t, s, "h", 2)
 	j := &job{hostKey: "h", size: 100}
 	if !s.hold(j.size) {
-		t.Fatal("window refused a third message out of four")
+		t.Fatal("window refused a third message out of six")
 	}
-	wait, ok := s.enqueue(j)
+	wait, ok, _ := s.enqueue(j)
 	if ok || wait < minDefer*9/10 || wait > maxDefer*11/10 {
 		t.Fatalf("a message over the host queue: queued %v, deferred for %s", ok, wait)
 	}
 	s.unhold(j.size)
 	admitTo(t, s, "other", 2)
-	if room := s.maxHeld - s.held; room != 0 {
-		t.Fatalf("room %d with the window full", room)
-	}
 	first := s.take()
 	s.done(first, sampleSuccess, time.Millisecond)
 	if s.held != 3 {
@@ -97,6 +94,43 @@ func TestScheduler_full_queue_defers_and_window_bounds_holding(t *testing.T) {
 	}
 	if s.take() != nil {
 		t.Error("take after close returned a job")
+	}
+}
+
+// However many hosts hang with full queues, they never hold the whole window: each host that
+// starts queuing trims the others to their fair share, and its own messages find room.
+func TestScheduler_hanging_hosts_never_fill_the_window(t *testing.T) {
+	const window = 100
+	s := testScheduler(window, window, 1, 1)
+	var evicted int
+	for i := range 10 {
+		host := fmt.Sprintf("hang%d", i)
+		for n := 0; ; n++ {
+			j := &job{hostKey: host, size: 1}
+			s.hold(j.size)
+			_, ok, out := s.enqueue(j)
+			for _, e := range out {
+				s.unhold(e.size)
+			}
+			evicted += len(out)
+			if !ok {
+				s.unhold(j.size)
+				if n == 0 {
+					t.Fatalf("%s: its first message found no room (%d held)", host, s.held)
+				}
+				break
+			}
+		}
+		if s.held >= window {
+			t.Fatalf("after %s: %d held, the window is full", host, s.held)
+		}
+	}
+	if evicted == 0 {
+		t.Error("no queue was trimmed for the newcomers")
+	}
+	j := &job{hostKey: "healthy", size: 1}
+	if _, ok, _ := s.enqueue(j); !ok {
+		t.Error("a healthy host's message found no room behind ten hanging hosts")
 	}
 }
 

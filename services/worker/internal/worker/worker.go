@@ -97,7 +97,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		transports: d.Transports, log: d.Log, metrics: d.Metrics,
 		schedule: cfg.Schedule,
 		slots:    cfg.Concurrency,
-		sched: newScheduler(cfg.MaxHeld, int64(cfg.MaxHeldBytes), cfg.HostQueue, func() aimdLimit {
+		sched: newScheduler(cfg.MaxHeld, int64(cfg.MaxHeldBytes), cfg.HostQueue, cfg.Concurrency, func() aimdLimit {
 			return newAIMDLimit(hostLimitStart, hostLimitFloor, cfg.HostConcurrency, slow)
 		}),
 		alive: newKeepalive(cfg.AckWait, d.Log, d.Metrics),
@@ -250,6 +250,7 @@ type job struct {
 	at        time.Time
 	attempted bool
 	result    delivery.Result
+	deferFor  time.Duration // set when the scheduler evicts the job from its host's queue
 }
 
 // A stage does one step of a job; false stops the job with the decision given.
@@ -278,10 +279,16 @@ func (w *Worker) admit(ctx context.Context, j *job) {
 		w.sched.unhold(j.size)
 		return
 	}
-	if wait, ok := w.sched.enqueue(j); !ok {
+	wait, ok, evicted := w.sched.enqueue(j)
+	if !ok {
 		w.metrics.deferred.WithLabelValues(deferHostQueue).Inc()
 		w.settle(j, later(wait))
 		w.sched.unhold(j.size)
+	}
+	for _, e := range evicted {
+		w.metrics.deferred.WithLabelValues(deferHostShare).Inc()
+		w.settle(e, later(e.deferFor))
+		w.sched.unhold(e.size)
 	}
 }
 
