@@ -291,12 +291,15 @@ func (h *hostState) deferral(now time.Time) time.Duration {
 		h.returnAt = drained
 	}
 	h.returnAt = h.returnAt.Add(per)
-	// Past the horizon the estimate is too uncertain to plan on: those come back at the horizon
-	// and are deferred again with a better one.
 	if limit := now.Add(maxDefer); h.returnAt.After(limit) {
+		// Past the horizon the estimate is too uncertain to plan on: those come back anywhere
+		// in its second half and are deferred again with a better one. Spread, not all at the
+		// horizon: JetStream hands out due redeliveries before new messages, so a crowd of
+		// them coming back at once would delay every other customer's fresh callbacks.
 		h.returnAt = limit
+		return maxDefer/2 + rand.N(maxDefer/2)
 	}
-	return min(max(h.returnAt.Sub(now), minDefer), maxDefer)
+	return max(h.returnAt.Sub(now), minDefer)
 }
 
 // jitter spreads d by ±10%, so deferred messages do not come back in lockstep.
