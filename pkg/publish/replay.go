@@ -30,7 +30,7 @@ type Replayed struct {
 	Sequence  uint64
 }
 
-// Replay publishes an event that the workers refused (kept by pkg/invalid) again, byte for
+// Replay publishes an event that the workers refused (kept by pkg/quarantine) again, byte for
 // byte, for the workers to decide anew, e.g. once its customer exists.
 //
 // A replay is the same completion event, not a new one: its callback keeps the webhook-id the

@@ -23,7 +23,7 @@ import (
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/delivery"
 	"refonte.ai/callbacks/pkg/event"
-	"refonte.ai/callbacks/pkg/invalid"
+	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/schedule"
 	"refonte.ai/callbacks/pkg/signing"
 	"refonte.ai/callbacks/pkg/status"
@@ -48,7 +48,7 @@ type statusRecorder interface {
 }
 
 type invalidSink interface {
-	Add(ctx context.Context, e invalid.Event) (string, error)
+	Add(ctx context.Context, e quarantine.Event) (string, error)
 }
 
 // Deps are the worker's collaborators.
@@ -439,7 +439,7 @@ func (w *Worker) refuse(ctx context.Context, msg jetstream.Msg, err error) decis
 	w.Metrics.rejected.WithLabelValues(string(reason)).Inc()
 	w.Log.Warn("event refused", zap.String("subject", msg.Subject()), zap.String("reason", string(reason)),
 		zap.String("detail", err.Error()))
-	_, addErr := w.Invalid.Add(ctx, invalid.Event{
+	_, addErr := w.Invalid.Add(ctx, quarantine.Event{
 		Subject: msg.Subject(), Reason: string(reason), Detail: err.Error(),
 		ReceivedAt: w.now(), Headers: msg.Headers(), Raw: msg.Data(),
 	})
