@@ -129,6 +129,7 @@ func (h *harness) startStoppableGateway(rdb redis.UniversalClient, log *zap.Logg
 		Recoveries: recovery.NewStore(rdb, h.prefix, statuses, h.cfg.Retention),
 		Invalid:    invalid.NewStore(rdb, h.prefix, 0),
 		Replayer:   h.pub,
+		Limits:     api.NewSharedLimits(rdb, h.prefix),
 	})
 	if err != nil {
 		h.t.Fatal(err)
