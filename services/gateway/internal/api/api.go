@@ -143,6 +143,7 @@ func New(cfg Config, d Deps) (*API, error) {
 	if a.recoveries != nil {
 		a.handle("POST", "/v1/callbacks/recover", a.authCustomer(a.startRecovery))
 		a.handle("GET", "/v1/callbacks/recover/{id}", a.authCustomer(a.getRecovery))
+		a.handle("DELETE", "/v1/callbacks/recover/{id}", a.authCustomer(a.cancelRecovery))
 	}
 	if cfg.AdminToken != "" {
 		a.handle("POST", "/admin/v1/customers", a.authAdmin(http.HandlerFunc(a.createCustomer)))
