@@ -3,8 +3,11 @@ package testenv_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"refonte.ai/callbacks/internal/testenv"
 )
@@ -70,5 +73,56 @@ func TestRedisSentinel_promotes_the_replica_when_the_primary_is_killed(t *testin
 	}, "a write through the sentinels succeeds on the new primary")
 	if v, err := rdb.Get(ctx, "k").Result(); err != nil || v != "before" {
 		t.Errorf("a write acknowledged by the replica before the kill: %q, %v", v, err)
+	}
+}
+
+// What WAIT 1 costs a status write: the write alone, against the write and WAIT in one round
+// trip (a pipeline on one connection, as a worker would send them), on a primary with one
+// replica on this machine. Serial: one write at a time; parallel: 64 writers, each waiting for
+// its own.
+//
+//	go test -run '^$' -bench RedisWrite ./internal/testenv/
+func BenchmarkRedisWrite(b *testing.B) {
+	s := testenv.StartRedisSentinel(b)
+	primary := redis.NewClient(&redis.Options{Addr: s.Primary().Addr, PoolSize: 64})
+	b.Cleanup(func() { primary.Close() })
+	ctx := context.Background()
+	write := func(pipe redis.Pipeliner, i int) {
+		key := fmt.Sprintf("bench:{c%d}:task:%d", i%64, i)
+		pipe.HSet(ctx, key, "state", "succeeded", "callback_succeeded", "1", "attempts", 1, "chain", i)
+	}
+	for _, wait := range []bool{false, true} {
+		name := "alone"
+		if wait {
+			name = "with_WAIT_1"
+		}
+		run := func(i int) {
+			pipe := primary.Pipeline()
+			write(pipe, i)
+			var acked *redis.Cmd
+			if wait {
+				acked = pipe.Do(ctx, "WAIT", 1, 1000)
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if wait && acked.Val().(int64) != 1 {
+				b.Fatalf("WAIT: %v replicas", acked.Val())
+			}
+		}
+		b.Run("serial/"+name, func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				run(i)
+			}
+		})
+		b.Run("parallel64/"+name, func(b *testing.B) {
+			b.SetParallelism(32) // 64 writers on 2 cores
+			var n atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					run(int(n.Add(1)))
+				}
+			})
+		})
 	}
 }
