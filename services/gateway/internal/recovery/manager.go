@@ -130,7 +130,7 @@ type Manager struct {
 	metrics *metrics
 
 	mu       sync.Mutex
-	ctx      context.Context // Run's; nil before Run and once it stops
+	ctx      context.Context                    // Run's; nil before Run and once it stops
 	running  map[string]context.CancelCauseFunc // by member: stops that recovery's runner
 	runners  sync.WaitGroup
 	interval time.Duration
