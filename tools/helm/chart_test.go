@@ -1,5 +1,5 @@
 // Package helm checks the Kubernetes chart (deploy/helm/refonte-callbacks) where no cluster runs:
-// helm's own linter and renderer (the helm v4 library, pinned in this module's go.mod) run on the
+// helm's own linter and renderer (the helm v3 library, pinned in this module's go.mod) run on the
 // default values and on the production example, every rendered object must decode strictly into
 // its Kubernetes API type, and the workers' settings are checked against the worker's own
 // configuration loading (services/worker/internal/configdump), not against a copy of its defaults.
@@ -21,13 +21,12 @@ import (
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
-	"helm.sh/helm/v4/pkg/chart/common"
-	"helm.sh/helm/v4/pkg/chart/common/util"
-	"helm.sh/helm/v4/pkg/chart/v2/lint"
-	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
-	"helm.sh/helm/v4/pkg/chart/v2/loader"
-	"helm.sh/helm/v4/pkg/engine"
-	"helm.sh/helm/v4/pkg/strvals"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v3/pkg/strvals"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -65,11 +64,11 @@ func userValues(t *testing.T, files []string, sets ...string) map[string]any {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := loader.LoadValues(bytes.NewReader(raw))
+		m, err := chartutil.ReadValues(raw)
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		vals = loader.MergeMaps(vals, m)
+		vals = mergeMaps(vals, m)
 	}
 	for _, s := range sets {
 		if err := strvals.ParseInto(s, vals); err != nil {
@@ -77,6 +76,24 @@ func userValues(t *testing.T, files []string, sets ...string) map[string]any {
 		}
 	}
 	return vals
+}
+
+// mergeMaps merges b into a, recursing into maps, as helm merges -f files.
+func mergeMaps(a, b map[string]any) map[string]any {
+	out := make(map[string]any, len(a))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		if bv, ok := v.(map[string]any); ok {
+			if av, ok := out[k].(map[string]any); ok {
+				out[k] = mergeMaps(av, bv)
+				continue
+			}
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // render is `helm template`: the user's values are coalesced with the chart's, validated against
@@ -87,9 +104,9 @@ func render(t *testing.T, vals map[string]any) (map[string]string, error) {
 	if err != nil {
 		t.Fatalf("load chart: %v", err)
 	}
-	top, err := util.ToRenderValuesWithSchemaValidation(chrt, vals,
-		common.ReleaseOptions{Name: release, Namespace: namespace, Revision: 1, IsInstall: true},
-		common.DefaultCapabilities, false)
+	top, err := chartutil.ToRenderValuesWithSchemaValidation(chrt, vals,
+		chartutil.ReleaseOptions{Name: release, Namespace: namespace, Revision: 1, IsInstall: true},
+		chartutil.DefaultCapabilities, false)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +269,7 @@ func renderSet(t *testing.T, set string, sets ...string) *manifests {
 func TestChart_passes_helm_lint(t *testing.T) {
 	for name, files := range valueSets {
 		t.Run(name, func(t *testing.T) {
-			result := lint.RunAll(chartDir(), userValues(t, files), namespace)
+			result := lint.AllWithKubeVersion(chartDir(), userValues(t, files), namespace, nil)
 			for _, msg := range result.Messages {
 				// INFO only suggests (an icon); warnings and errors fail, as `helm lint --strict` does.
 				if msg.Severity >= support.WarningSev {
