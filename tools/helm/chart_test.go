@@ -707,6 +707,7 @@ func TestSchema_rejects_bad_values(t *testing.T) {
 		{"Redis URL of another scheme", []string{"redis.url=http://redis:6379"}, "/redis/url"},
 		{"no NATS URL and no existing Secret", []string{"nats.url="}, "/nats/url"},
 		{"root user", []string{"podSecurityContext.runAsNonRoot=false"}, "/podSecurityContext/runAsNonRoot"},
+		{"no seccomp profile", []string{"podSecurityContext.seccompProfile.type=Unconfined"}, "/podSecurityContext/seccompProfile/type"},
 		{"writable root filesystem", []string{"securityContext.readOnlyRootFilesystem=false"}, "/securityContext/readOnlyRootFilesystem"},
 		{"privilege escalation", []string{"securityContext.allowPrivilegeEscalation=true"}, "/securityContext/allowPrivilegeEscalation"},
 		{"capabilities kept", []string{"securityContext.capabilities.drop={NET_RAW}"}, "/securityContext/capabilities/drop"},
