@@ -21,6 +21,7 @@ func admitTo(t *testing.T, s *scheduler, host string, n int) []*job {
 	var jobs []*job
 	for i := range n {
 		j := &job{hostKey: host, size: 100, webhookID: fmt.Sprintf("%s-%d", host, i)}
+		j.ev.CustomerID = "cust-" + host
 		if !s.hold(j.size) {
 			t.Fatalf("window refused %s", j.webhookID)
 		}
@@ -210,5 +211,31 @@ func TestScheduler_concurrent_slots_deliver_everything_once(t *testing.T) {
 		if h.limiter.inFlight != 0 || len(h.queue) != 0 {
 			t.Errorf("%s: %d tokens not given back, %d jobs left queued", name, h.limiter.inFlight, len(h.queue))
 		}
+	}
+}
+
+// A customer whose callbacks all go to one host has its overflow deferred before decoding once
+// that host's queue is full; a customer seen with two hosts never is.
+func TestScheduler_defers_a_one_host_customer_early_only_when_its_queue_is_full(t *testing.T) {
+	s := testScheduler(100, 2, 1, 1)
+	if _, early := s.deferEarly("cust-h"); early {
+		t.Fatal("an unknown customer deferred early")
+	}
+	admitTo(t, s, "h", 1)
+	if _, early := s.deferEarly("cust-h"); early {
+		t.Fatal("deferred early with room in the queue")
+	}
+	admitTo(t, s, "h", 1)
+	if wait, early := s.deferEarly("cust-h"); !early || wait < minDefer*9/10 {
+		t.Fatalf("full queue: early %v, wait %s", early, wait)
+	}
+	other := &job{hostKey: "h2", size: 1}
+	other.ev.CustomerID = "cust-h"
+	s.hold(other.size)
+	if _, ok, _ := s.enqueue(other); !ok {
+		t.Fatal("the customer's second host refused")
+	}
+	if _, early := s.deferEarly("cust-h"); early {
+		t.Error("a customer with two hosts deferred before decoding")
 	}
 }

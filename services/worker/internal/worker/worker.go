@@ -274,6 +274,14 @@ func (w *Worker) admit(ctx context.Context, j *job) {
 		w.sched.unhold(j.size)
 		return
 	}
+	if customerID, _, ok := stream.ParseSubject(j.msg.Subject()); ok {
+		if wait, full := w.sched.deferEarly(customerID); full {
+			w.metrics.deferred.WithLabelValues(deferHostQueue).Inc()
+			w.settle(j, later(wait))
+			w.sched.unhold(j.size)
+			return
+		}
+	}
 	if d, next := runStages(j, w.decode, w.resolve); !next {
 		w.settle(j, d)
 		w.sched.unhold(j.size)
