@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/pkg/tracing"
@@ -37,8 +38,10 @@ func New(ctx context.Context, js jetstream.JetStream, cfg stream.Config) (*Publi
 
 // Completion is one finished task.
 type Completion struct {
-	CustomerID string          `json:"customer_id"`
-	Task       json.RawMessage `json:"task"`
+	CustomerID string `json:"customer_id"`
+	// Environment is the customer's environment the task belongs to; empty is live.
+	Environment environment.Env `json:"environment,omitempty"`
+	Task        json.RawMessage `json:"task"`
 	// MsgID becomes Nats-Msg-Id and the callback's webhook-id. Empty: derived from the event's
 	// content, so that publishing the same completion twice (a retry after a timeout) is
 	// dropped by the stream's duplicate window instead of sending a second callback.

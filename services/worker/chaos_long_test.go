@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
 )
@@ -79,7 +80,7 @@ func TestChaos_long_exhaustion_with_repeated_SIGKILL(t *testing.T) {
 		requests[taskID]++
 		mu.Unlock()
 		// The attempt in flight is the one Begin counted last.
-		if rec, err := f.statuses.Get(context.Background(), "c1", taskID); err != nil || rec.Attempts < 21 {
+		if rec, err := f.statuses.Get(context.Background(), "c1", environment.Live, taskID); err != nil || rec.Attempts < 21 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}

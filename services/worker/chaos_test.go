@@ -29,6 +29,7 @@ import (
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
@@ -405,7 +406,7 @@ func newFleet(t *testing.T, natsURL string, vars map[string]string) *fleet {
 		statuses: status.NewStore(rdb, prefix, 0),
 	}
 	maps.Copy(f.env, vars)
-	if _, _, err := customer.NewStore(rdb, prefix).Create(context.Background(), "c1", ""); err != nil {
+	if _, err := customer.NewStore(rdb, prefix).Create(context.Background(), "c1", ""); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -430,7 +431,7 @@ func (w *worker) ready() bool {
 }
 
 func (f *fleet) record(taskID string) status.Record {
-	r, err := f.statuses.Get(context.Background(), "c1", taskID)
+	r, err := f.statuses.Get(context.Background(), "c1", environment.Live, taskID)
 	if err != nil && !errors.Is(err, status.ErrNotFound) {
 		f.t.Fatal(err)
 	}

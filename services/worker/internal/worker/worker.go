@@ -22,6 +22,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/delivery"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/invalid"
 	"refonte.ai/callbacks/pkg/schedule"
@@ -37,8 +38,10 @@ type Transport interface {
 	Deliver(ctx context.Context, m delivery.Message) delivery.Result
 }
 
+// profileSource gives the profile of the task's environment: its keys, and no other's, sign and
+// authenticate the task's callback.
 type profileSource interface {
-	Get(ctx context.Context, customerID string) (customer.Profile, error)
+	Get(ctx context.Context, customerID string, env environment.Env) (customer.Profile, error)
 	Invalidate(customerID string)
 }
 
@@ -263,7 +266,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 			attribute.String("refonte.webhook_id", webhookID))
 	}
 
-	profile, err := w.Profiles.Get(ctx, ev.CustomerID)
+	profile, err := w.Profiles.Get(ctx, ev.CustomerID, ev.Environment)
 	if errors.Is(err, customer.ErrNotFound) {
 		return w.refuse(ctx, msg, event.Invalid(event.ReasonUnknownCustomer, "no customer %q", ev.CustomerID))
 	}
@@ -272,7 +275,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 		return later(backoff(int(meta.NumDelivered)))
 	}
 
-	d := status.Delivery{CustomerID: ev.CustomerID, TaskID: ev.TaskID, WebhookID: webhookID,
+	d := status.Delivery{CustomerID: ev.CustomerID, Env: ev.Environment, TaskID: ev.TaskID, WebhookID: webhookID,
 		Task: ev.Task, Chain: meta.Sequence.Stream}
 	tgt, targetErr := target.Resolve(ev.CallbackURL, profile.DefaultCallbackURL)
 	if targetErr == nil && tgt.Kind == target.None {
@@ -280,7 +283,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 			log.Warn("recording no_callback failed; will retry", zap.Error(err))
 			return later(backoff(int(meta.NumDelivered)))
 		}
-		w.Metrics.deliveries.WithLabelValues("none", "no_callback").Inc()
+		w.Metrics.deliveries.WithLabelValues("none", "no_callback", ev.Environment.String()).Inc()
 		log.Info("no callback target", zap.String("outcome", "no_callback"))
 		return done()
 	}
@@ -310,7 +313,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 	case status.NotDue:
 		return later(begun.Wait)
 	case status.Exhausted:
-		w.Metrics.deliveries.WithLabelValues(kind, "exhausted").Inc()
+		w.Metrics.deliveries.WithLabelValues(kind, "exhausted", ev.Environment.String()).Inc()
 		log.Warn("attempts exhausted", zap.Int("attempt", begun.Attempt))
 		return never("attempts exhausted")
 	}
@@ -318,7 +321,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 		// Redis has a newer profile than the cache (a key was rotated a moment ago): the
 		// rotated key is used from this attempt on. The target stays as resolved.
 		w.Profiles.Invalidate(ev.CustomerID)
-		if fresh, err := w.Profiles.Get(ctx, ev.CustomerID); err == nil {
+		if fresh, err := w.Profiles.Get(ctx, ev.CustomerID, ev.Environment); err == nil {
 			profile = fresh
 		}
 	}
@@ -360,7 +363,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 	if res.Err != nil {
 		entry.Error = res.Err.Error()
 	}
-	w.Metrics.observeAttempt(kind, res, outcome, meta, begun)
+	w.Metrics.observeAttempt(kind, ev.Environment, res, outcome, meta, begun)
 	if ce := log.Check(zap.InfoLevel, "attempt"); ce != nil {
 		ce.Write(zap.String("outcome", string(outcome)),
 			zap.Int("status_code", res.StatusCode),
