@@ -296,7 +296,7 @@ func TestDashboard_end_to_end_in_Chromium(t *testing.T) {
 	if href := evalJS[string](b, "location.href"); strings.Contains(href, c.APIKey) || strings.Contains(href, "rk_live") {
 		t.Errorf("the API key is in the URL: %s", href)
 	}
-	if got := evalJS[string](b, "sessionStorage.getItem('refonte.apiKey')"); got != c.APIKey {
+	if got := evalJS[string](b, "sessionStorage.getItem('refonte.apiKey.live')"); got != c.APIKey {
 		t.Errorf("sessionStorage holds %q", got)
 	}
 	if got := evalJS[string](b, "document.cookie + localStorage.length"); got != "0" {
