@@ -1,6 +1,6 @@
-// Command gateway is the HTTP API that customers and operators use (CONTRACT §4): profiles and
+// Command gateway is the HTTP API that customers and operators use (docs/api.md): profiles and
 // keys, task status with its attempt log, and resends. Configuration is read from the
-// environment (see internal/api/config.go and README.md).
+// environment (see internal/api/config.go and docs/operations.md).
 package main
 
 import (
@@ -19,7 +19,7 @@ import (
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
-	"refonte.ai/callbacks/pkg/invalid"
+	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/service"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/services/gateway/internal/api"
@@ -67,7 +67,7 @@ func run(ctx context.Context) error {
 		Log:        log,
 		Registry:   reg,
 		Recoveries: recovery.NewStore(rdb, cfg.RedisPrefix, statuses, cfg.Retention),
-		Invalid:    invalid.NewStore(rdb, cfg.RedisPrefix, 0),
+		Invalid:    quarantine.NewStore(rdb, cfg.RedisPrefix, 0),
 		Replayer:   pub,
 	})
 	if err != nil {

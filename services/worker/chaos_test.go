@@ -1,6 +1,6 @@
 package main_test
 
-// Fault injection with real processes (issue 6, points 1, 2, 3 and 7): worker processes are
+// Fault injection with real processes: worker processes are
 // killed with SIGKILL, the broker is stopped and restarted, the leader of a three-node JetStream
 // cluster is shut down, and a worker dies in the middle of a delivery's last attempt. Each test
 // asserts outcomes (every callback delivered, every flag right), never timing, and logs the

@@ -23,7 +23,7 @@ import (
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
-	"refonte.ai/callbacks/pkg/invalid"
+	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/service"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
@@ -87,7 +87,7 @@ func run(ctx context.Context) error {
 		Consumer:   consumer,
 		Profiles:   profiles,
 		Status:     statuses,
-		Invalid:    invalid.NewStore(rdb, cfg.RedisPrefix, 0),
+		Invalid:    quarantine.NewStore(rdb, cfg.RedisPrefix, 0),
 		Transports: transports,
 		Log:        log,
 		Metrics:    worker.NewMetrics(reg),

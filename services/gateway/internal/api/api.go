@@ -1,4 +1,4 @@
-// Package api is the gateway's HTTP API (CONTRACT §4): the admin endpoint that creates
+// Package api is the gateway's HTTP API (docs/api.md, schemas/openapi.json): the admin endpoint that creates
 // customers, the customer's profile and key rotations, task status with its attempt log, and
 // send-callback, which puts a stored callback back on the stream for a worker to deliver again.
 //

@@ -10,7 +10,7 @@ import (
 	"refonte.ai/callbacks/pkg/stream"
 )
 
-// Config is everything the gateway reads from its environment (CONTRACT §5).
+// Config is everything the gateway reads from its environment (docs/operations.md, "Configuration").
 type Config struct {
 	Addr string
 	// AdminToken guards the admin API; empty turns the admin API off (its routes answer 404).

@@ -27,8 +27,8 @@ import (
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
-	"refonte.ai/callbacks/pkg/invalid"
 	"refonte.ai/callbacks/pkg/publish"
+	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/schemas"
 	"refonte.ai/callbacks/services/gateway/internal/api"
@@ -119,7 +119,7 @@ func (h *harness) startStoppableGateway(rdb redis.UniversalClient, log *zap.Logg
 		Checks:     map[string]health.Check{"nats": health.NATS(h.nc), "redis": health.Redis(rdb)},
 		Log:        log,
 		Recoveries: recovery.NewStore(rdb, h.prefix, statuses, h.cfg.Retention),
-		Invalid:    invalid.NewStore(rdb, h.prefix, 0),
+		Invalid:    quarantine.NewStore(rdb, h.prefix, 0),
 		Replayer:   h.pub,
 	})
 	if err != nil {

@@ -16,15 +16,15 @@ import (
 	"go.uber.org/zap"
 
 	"refonte.ai/callbacks/pkg/event"
-	"refonte.ai/callbacks/pkg/invalid"
 	"refonte.ai/callbacks/pkg/publish"
+	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/stream"
 )
 
-// invalidStore is the store of events the workers refused (pkg/invalid).
+// invalidStore is the store of events the workers refused (pkg/quarantine).
 type invalidStore interface {
-	Query(ctx context.Context, q invalid.Query) (invalid.Page, error)
-	Get(ctx context.Context, id string) (invalid.Event, error)
+	Query(ctx context.Context, q quarantine.Query) (quarantine.Page, error)
+	Get(ctx context.Context, id string) (quarantine.Event, error)
 	Delete(ctx context.Context, id string) error
 	Len(ctx context.Context) (int64, error)
 	TrimBefore(ctx context.Context, t time.Time) error
@@ -88,7 +88,7 @@ type invalidEventView struct {
 	Raw         *string `json:"raw,omitempty"`
 }
 
-func viewInvalidEvent(e invalid.Event, full bool) invalidEventView {
+func viewInvalidEvent(e quarantine.Event, full bool) invalidEventView {
 	v := invalidEventView{ID: e.ID, Subject: e.Subject, Reason: e.Reason, Detail: e.Detail,
 		ReceivedAt: e.ReceivedAt, RawBytes: len(e.Raw), Truncated: e.Truncated}
 	if c, _, ok := stream.ParseSubject(e.Subject); ok && event.ValidCustomerID(c) {
@@ -127,7 +127,7 @@ func (a *API) listInvalidEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e.code, e.msg)
 		return
 	}
-	iq := invalid.Query{Limit: defaultInvalidLimit, Reason: q["reason"], Before: q["cursor"]}
+	iq := quarantine.Query{Limit: defaultInvalidLimit, Reason: q["reason"], Before: q["cursor"]}
 	if s, ok := q["since"]; ok {
 		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
@@ -144,14 +144,14 @@ func (a *API) listInvalidEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "reason: want one of "+strings.Join(names, ", "))
 		return
 	}
-	if iq.Before != "" && !invalid.ValidID(iq.Before) {
+	if iq.Before != "" && !quarantine.ValidID(iq.Before) {
 		writeError(w, http.StatusBadRequest, "cursor: not a cursor this API returned")
 		return
 	}
 	if s, ok := q["limit"]; ok {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > invalid.MaxLimit {
-			writeError(w, http.StatusBadRequest, "limit: want a whole number from 1 to "+strconv.Itoa(invalid.MaxLimit))
+		if err != nil || n < 1 || n > quarantine.MaxLimit {
+			writeError(w, http.StatusBadRequest, "limit: want a whole number from 1 to "+strconv.Itoa(quarantine.MaxLimit))
 			return
 		}
 		iq.Limit = n
@@ -173,10 +173,10 @@ func (a *API) listInvalidEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // invalidEvent loads the event named in the path, or answers 404 or 503.
-func (a *API) invalidEvent(w http.ResponseWriter, r *http.Request) (invalid.Event, bool) {
+func (a *API) invalidEvent(w http.ResponseWriter, r *http.Request) (quarantine.Event, bool) {
 	e, err := a.Invalid.Get(r.Context(), r.PathValue("id"))
 	switch {
-	case errors.Is(err, invalid.ErrNotFound):
+	case errors.Is(err, quarantine.ErrNotFound):
 		writeError(w, http.StatusNotFound, "invalid event not found")
 		return e, false
 	case err != nil:
@@ -211,7 +211,7 @@ func (a *API) replayInvalidEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e.Truncated {
-		writeError(w, http.StatusConflict, "only the first "+strconv.Itoa(invalid.MaxRaw)+
+		writeError(w, http.StatusConflict, "only the first "+strconv.Itoa(quarantine.MaxRaw)+
 			" bytes of this event were kept; replaying them would not be the event")
 		return
 	}
@@ -241,7 +241,7 @@ func (a *API) deleteInvalidEvent(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	err := a.Invalid.Delete(r.Context(), id)
 	switch {
-	case errors.Is(err, invalid.ErrNotFound):
+	case errors.Is(err, quarantine.ErrNotFound):
 		writeError(w, http.StatusNotFound, "invalid event not found")
 		return
 	case err != nil:

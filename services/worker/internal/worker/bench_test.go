@@ -20,7 +20,7 @@ import (
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/delivery"
 	"refonte.ai/callbacks/pkg/env"
-	"refonte.ai/callbacks/pkg/invalid"
+	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/pkg/target"
@@ -110,7 +110,7 @@ func benchDelivery(b *testing.B, level zapcore.Level) {
 		Consumer:   consumer,
 		Profiles:   customer.NewCache(customers, cfg.ProfileCacheTTL),
 		Status:     st,
-		Invalid:    invalid.NewStore(rdb, prefix, 0),
+		Invalid:    quarantine.NewStore(rdb, prefix, 0),
 		Transports: map[target.Kind]worker.Transport{target.HTTP: tr},
 		Log:        log,
 	})

@@ -14,7 +14,7 @@ import (
 // Version is sent in the User-Agent.
 var Version = "0.1.0"
 
-// Config is everything a worker process reads from its environment (CONTRACT §5).
+// Config is everything a worker process reads from its environment (docs/operations.md, "Configuration").
 type Config struct {
 	NATSURL     string
 	RedisURL    string

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,7 +13,9 @@ import (
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/environment"
+	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/stream"
 )
 
 // verifies reports whether the callback's signature verifies with secret.
@@ -158,5 +161,39 @@ func TestEnvironment_email_is_signed_with_its_environment_secret(t *testing.T) {
 	want := callbackBody(t, "c1", tk)
 	if !verifies(t, c.Test.SigningSecret, hdr, want) || verifies(t, c.Live.SigningSecret, hdr, want) {
 		t.Errorf("mail signature %q: want the test secret's only (body %s)", hdr.Get("webhook-signature"), body)
+	}
+}
+
+// Without a Nats-Msg-Id, the webhook-id is derived from the task's own environment, so the test
+// and live completions of one task have different ids, each the one its environment derives.
+func TestEnvironment_derived_webhook_id_names_the_environment(t *testing.T) {
+	h := newHarness(t, nil)
+	rc := testenv.NewReceiver(t, nil)
+	h.newCustomer("c1", rc.URL)
+	h.startWorker()
+	tk := task("t1", "")
+	tk["completed_at"] = "2016-06-23T21:54:44.904Z"
+	for _, env := range environment.All {
+		raw, err := json.Marshal(map[string]any{"customer_id": "c1", "environment": env, "task": tk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.js.Publish(context.Background(), stream.CompletedSubject("c1"), raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return rc.Count() == 2 }, "both callbacks arrive")
+	got := map[string]bool{}
+	for _, r := range rc.Requests() {
+		got[r.Header.Get("webhook-id")] = true
+	}
+	for _, env := range environment.All {
+		want := event.DerivedWebhookID("c1", env.String(), "t1", "2016-06-23T21:54:44.904Z")
+		if !got[want] {
+			t.Errorf("no callback with the %s environment's derived webhook-id %s (got %v)", env, want, got)
+		}
+		if r, ok := h.recordIn("c1", env, "t1"); !ok || r.WebhookID != want {
+			t.Errorf("%s record webhook-id %q, want %q", env, r.WebhookID, want)
+		}
 	}
 }

@@ -16,8 +16,8 @@ import (
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/environment"
-	"refonte.ai/callbacks/pkg/invalid"
 	"refonte.ai/callbacks/pkg/publish"
+	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/services/worker/internal/worker"
 )
@@ -34,7 +34,7 @@ type harness struct {
 	cfg       worker.Config
 	customers *customer.Store
 	statuses  *status.Store
-	invalid   *invalid.Store
+	invalid   *quarantine.Store
 	pub       *publish.Publisher
 	log       *zap.Logger
 	// profileTTL is how long the worker caches a profile (1s unless a test changes it).
@@ -65,7 +65,7 @@ func newHarness(t *testing.T, vars map[string]string) *harness {
 	h.log = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	h.customers = customer.NewStore(h.rdb, prefix)
 	h.statuses = status.NewStore(h.rdb, prefix, cfg.Retention)
-	h.invalid = invalid.NewStore(h.rdb, prefix, 0)
+	h.invalid = quarantine.NewStore(h.rdb, prefix, 0)
 	h.pub, err = publish.New(context.Background(), h.js, cfg.Stream)
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,7 @@ import (
 	"refonte.ai/callbacks/pkg/delivery"
 	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
-	"refonte.ai/callbacks/pkg/invalid"
+	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/schedule"
 	"refonte.ai/callbacks/pkg/signing"
 	"refonte.ai/callbacks/pkg/status"
@@ -51,7 +51,7 @@ type statusRecorder interface {
 }
 
 type invalidSink interface {
-	Add(ctx context.Context, e invalid.Event) (string, error)
+	Add(ctx context.Context, e quarantine.Event) (string, error)
 }
 
 // Deps are the worker's collaborators.
@@ -442,7 +442,7 @@ func (w *Worker) refuse(ctx context.Context, msg jetstream.Msg, err error) decis
 	w.Metrics.rejected.WithLabelValues(string(reason)).Inc()
 	w.Log.Warn("event refused", zap.String("subject", msg.Subject()), zap.String("reason", string(reason)),
 		zap.String("detail", err.Error()))
-	_, addErr := w.Invalid.Add(ctx, invalid.Event{
+	_, addErr := w.Invalid.Add(ctx, quarantine.Event{
 		Subject: msg.Subject(), Reason: string(reason), Detail: err.Error(),
 		ReceivedAt: w.now(), Headers: msg.Headers(), Raw: msg.Data(),
 	})
@@ -454,7 +454,8 @@ func (w *Worker) refuse(ctx context.Context, msg jetstream.Msg, err error) decis
 }
 
 // decode validates the message and works out its webhook id: the publisher's Nats-Msg-Id for a
-// completion, the original's id (carried in a header) for a resend.
+// completion, the original's id (carried in a header) for a resend, and for either without
+// one, the id derived from the event (event.DerivedWebhookID).
 func decode(msg jetstream.Msg) (event.Event, string, error) {
 	customerID, resend, ok := stream.ParseSubject(msg.Subject())
 	if !ok {
@@ -474,11 +475,9 @@ func decode(msg jetstream.Msg) (event.Event, string, error) {
 		id = h.Get(stream.HeaderWebhookID)
 	}
 	if id == "" {
-		meta, err := msg.Metadata()
-		if err != nil {
-			return event.Event{}, "", err
-		}
-		id = fmt.Sprintf("msg_%d", meta.Sequence.Stream)
+		// Published without Nats-Msg-Id: an id derived from the completion itself, so a copy
+		// published again gets the same one. Events do not name an environment yet: live.
+		id = event.DerivedWebhookID(ev.CustomerID, ev.Environment.String(), ev.TaskID, ev.CompletedAt())
 	}
 	if !event.ValidWebhookID(id) {
 		return event.Event{}, "", event.Invalid(event.ReasonInvalidMessageID,

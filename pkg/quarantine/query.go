@@ -1,4 +1,4 @@
-package invalid
+package quarantine
 
 import (
 	"context"

@@ -1,6 +1,8 @@
-// Package invalid keeps the events that workers refused (CONTRACT §1: "kept for inspection with
-// the reason"), in a capped Redis stream, so an operator can see what was refused and why.
-package invalid
+// Package quarantine keeps the events that workers refused, with the reason, in a capped Redis
+// stream (docs/events.md, "Invalid events"), so an operator can see what was refused and why, and
+// replay it once fixed. The API calls them "invalid events"; the Redis key keeps its first name
+// (prefix+"invalid") so that events kept before the package was renamed stay readable.
+package quarantine
 
 import (
 	"context"

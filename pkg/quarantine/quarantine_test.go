@@ -1,4 +1,4 @@
-package invalid_test
+package quarantine_test
 
 import (
 	"context"
@@ -8,21 +8,21 @@ import (
 	"time"
 
 	"refonte.ai/callbacks/internal/testenv"
-	"refonte.ai/callbacks/pkg/invalid"
+	"refonte.ai/callbacks/pkg/quarantine"
 )
 
 var ctx = context.Background()
 
 func TestQuery_pages_newest_first_by_reason_and_since(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
-	s := invalid.NewStore(rdb, prefix, 0)
+	s := quarantine.NewStore(rdb, prefix, 0)
 	var ids []string
 	for i := range 10 {
 		reason := "malformed_json"
 		if i%3 == 0 {
 			reason = "unknown_customer"
 		}
-		id, err := s.Add(ctx, invalid.Event{Subject: "tasks.completed.c", Reason: reason, Detail: fmt.Sprint(i),
+		id, err := s.Add(ctx, quarantine.Event{Subject: "tasks.completed.c", Reason: reason, Detail: fmt.Sprint(i),
 			ReceivedAt: time.Now(), Raw: []byte(fmt.Sprintf(`{"n":%d}`, i))})
 		if err != nil {
 			t.Fatal(err)
@@ -32,7 +32,7 @@ func TestQuery_pages_newest_first_by_reason_and_since(t *testing.T) {
 
 	// Pages of two of unknown_customer (events 9, 6, 3, 0), newest first.
 	var got []string
-	q := invalid.Query{Reason: "unknown_customer", Limit: 2}
+	q := quarantine.Query{Reason: "unknown_customer", Limit: 2}
 	for range 5 {
 		p, err := s.Query(ctx, q)
 		if err != nil {
@@ -50,15 +50,15 @@ func TestQuery_pages_newest_first_by_reason_and_since(t *testing.T) {
 		t.Errorf("unknown_customer, pages of 2: %v", got)
 	}
 
-	p, err := s.Query(ctx, invalid.Query{Limit: 100, Since: time.Now().Add(time.Hour)})
+	p, err := s.Query(ctx, quarantine.Query{Limit: 100, Since: time.Now().Add(time.Hour)})
 	if err != nil || len(p.Events) != 0 || p.Next != "" {
 		t.Errorf("since an hour from now: %+v %v", p, err)
 	}
-	p, err = s.Query(ctx, invalid.Query{Limit: 100})
+	p, err = s.Query(ctx, quarantine.Query{Limit: 100})
 	if err != nil || len(p.Events) != 10 || p.Events[0].ID != ids[9] || p.Next != "" {
 		t.Errorf("all: %d events, first %s, next %q, %v", len(p.Events), p.Events[0].ID, p.Next, err)
 	}
-	if _, err := s.Query(ctx, invalid.Query{Limit: 10, Before: "nope"}); err == nil {
+	if _, err := s.Query(ctx, quarantine.Query{Limit: 10, Before: "nope"}); err == nil {
 		t.Error("a malformed cursor was accepted")
 	}
 
@@ -70,10 +70,10 @@ func TestQuery_pages_newest_first_by_reason_and_since(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{ids[4], "1-1", "not an id"} {
-		if _, err := s.Get(ctx, id); !errors.Is(err, invalid.ErrNotFound) {
+		if _, err := s.Get(ctx, id); !errors.Is(err, quarantine.ErrNotFound) {
 			t.Errorf("get %q: %v, want ErrNotFound", id, err)
 		}
-		if err := s.Delete(ctx, id); !errors.Is(err, invalid.ErrNotFound) {
+		if err := s.Delete(ctx, id); !errors.Is(err, quarantine.ErrNotFound) {
 			t.Errorf("delete %q: %v, want ErrNotFound", id, err)
 		}
 	}
