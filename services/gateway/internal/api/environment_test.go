@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/environment"
+	"refonte.ai/callbacks/pkg/status"
 )
 
 func signedWith(t *testing.T, secret string, r testenv.Request) bool {
@@ -201,4 +203,65 @@ func TestEnvironments_admin_gives_an_old_customer_its_test_environment(t *testin
 	}
 	wantError(t, h.do("POST", "/admin/v1/customers/nobody/test-environment", nil, bearer(h.adminToken)), http.StatusNotFound)
 	wantError(t, h.do("POST", "/admin/v1/customers/old1/test-environment", nil, bearer("wrong-token-wrong-token")), http.StatusUnauthorized)
+}
+
+// A recovery started with the test key walks and re-sends the test environment's tasks only,
+// with the test credentials, and is read back only with a key of its environment.
+func TestEnvironments_recovery_stays_in_its_environment(t *testing.T) {
+	h := newHarness(t, map[string]string{"RECOVER_RATE_PER_SECOND": "50"})
+	h.startWorker(map[string]string{"CALLBACK_RETRY_SCHEDULE": recoverySchedule})
+	since := time.Now().Add(-time.Second)
+	var healthy atomic.Bool
+	rc := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	c := h.createCustomer("cust_rec", rc.URL)
+	ids := []string{"t_1", "t_2", "t_3"}
+	for _, id := range ids {
+		for _, env := range environment.All {
+			testenv.PublishIn(t, h.pub, c.CustomerID, env, task(id, ""))
+		}
+	}
+	st := status.NewStore(h.rdb, h.prefix, h.cfg.Retention)
+	states := func(env environment.Env) map[status.State]int {
+		briefs, err := st.Briefs(context.Background(), c.CustomerID, env, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[status.State]int{}
+		for _, b := range briefs {
+			out[b.State]++
+		}
+		return out
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		return states(environment.Live)[status.Failed] == 3 && states(environment.Test)[status.Failed] == 3
+	}, "every task of both environments fails")
+	before := rc.Count()
+	healthy.Store(true)
+
+	rec := h.startRecovery(c.TestAPIKey, map[string]any{"since": since.Format(time.RFC3339Nano)})
+	wantError(t, h.as(c.APIKey, "GET", "/v1/callbacks/recover/"+rec.ID, nil), http.StatusNotFound)
+	v := h.waitRecovery(c.TestAPIKey, rec.ID, 30*time.Second, "done", func(v recoveryView) bool { return v.Status == "done" })
+	if v.Queued != 3 || v.Succeeded != 3 {
+		t.Errorf("test recovery %+v: want the 3 test tasks re-sent and succeeded", v)
+	}
+	resent := rc.Requests()[before:]
+	if len(resent) != 3 {
+		t.Fatalf("%d re-deliveries, want the 3 test tasks'", len(resent))
+	}
+	for _, r := range resent {
+		if !strings.HasSuffix(r.Header.Get("webhook-id"), "_test") || r.Header.Get("refonte-ai--callback-auth") != c.TestCallbackAuthKey ||
+			!signedWith(t, c.TestSigningSecret, r) {
+			t.Errorf("a re-delivery that is not a test task's with the test credentials: webhook-id %s", r.Header.Get("webhook-id"))
+		}
+	}
+	if got := states(environment.Live); got[status.Failed] != 3 {
+		t.Errorf("the live tasks after the test recovery: %v, want all still failed", got)
+	}
+	if got := states(environment.Test); got[status.Succeeded] != 3 {
+		t.Errorf("the test tasks after their recovery: %v, want all succeeded", got)
+	}
 }
