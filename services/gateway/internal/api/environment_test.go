@@ -265,3 +265,18 @@ func TestEnvironments_recovery_stays_in_its_environment(t *testing.T) {
 		t.Errorf("the test tasks after their recovery: %v, want all succeeded", got)
 	}
 }
+
+// A refused test event is listed with its environment, so an operator sees which environment's
+// integration sends it.
+func TestEnvironments_refused_test_event_names_its_environment(t *testing.T) {
+	h := newHarness(t, nil)
+	h.startWorker()
+	body, _ := json.Marshal(map[string]any{"customer_id": "cust_none", "environment": "test", "task": task("t1", "")})
+	h.publishRaw("tasks.completed.cust_none", "evt_none_test", body)
+	var l invalidEventList
+	testenv.Eventually(t, 10*time.Second, func() bool { l = h.invalidEvents(""); return len(l.Events) == 1 },
+		"the refused event is listed")
+	if e := l.Events[0]; e.Reason != "unknown_customer" || e.Environment == nil || *e.Environment != "test" {
+		t.Errorf("refused test event listed as %+v", e)
+	}
+}
