@@ -253,7 +253,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 		return w.refuse(ctx, msg, err)
 	}
 	log := w.Log.WithLazy(zap.String("task_id", ev.TaskID), zap.String("customer_id", ev.CustomerID),
-		zap.String("webhook_id", webhookID))
+		zap.String("environment", ev.Environment.String()), zap.String("webhook_id", webhookID))
 	ctx, span := tracing.Tracer().Start(tracing.ExtractNATS(ctx, msg.Headers()), "callback.deliver",
 		trace.WithSpanKind(trace.SpanKindConsumer))
 	defer span.End()
@@ -476,7 +476,8 @@ func decode(msg jetstream.Msg) (event.Event, string, error) {
 	}
 	if id == "" {
 		// Published without Nats-Msg-Id: an id derived from the completion itself, so a copy
-		// published again gets the same one. Events do not name an environment yet: live.
+		// published again gets the same one; the environment is part of it, so a test and a
+		// live completion of one task never share an id.
 		id = event.DerivedWebhookID(ev.CustomerID, ev.Environment.String(), ev.TaskID, ev.CompletedAt())
 	}
 	if !event.ValidWebhookID(id) {
