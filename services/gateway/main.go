@@ -69,6 +69,7 @@ func run(ctx context.Context) error {
 		Recoveries: recovery.NewStore(rdb, cfg.RedisPrefix, statuses, cfg.Retention),
 		Invalid:    quarantine.NewStore(rdb, cfg.RedisPrefix, 0),
 		Replayer:   pub,
+		Limits:     api.NewSharedLimits(rdb, cfg.RedisPrefix),
 	})
 	if err != nil {
 		return err
