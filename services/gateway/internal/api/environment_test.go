@@ -244,6 +244,7 @@ func TestEnvironments_recovery_stays_in_its_environment(t *testing.T) {
 
 	rec := h.startRecovery(c.TestAPIKey, map[string]any{"since": since.Format(time.RFC3339Nano)})
 	wantError(t, h.as(c.APIKey, "GET", "/v1/callbacks/recover/"+rec.ID, nil), http.StatusNotFound)
+	wantError(t, h.as(c.APIKey, "DELETE", "/v1/callbacks/recover/"+rec.ID, nil), http.StatusNotFound)
 	v := h.waitRecovery(c.TestAPIKey, rec.ID, 30*time.Second, "done", func(v recoveryView) bool { return v.Status == "done" })
 	if v.Queued != 3 || v.Succeeded != 3 {
 		t.Errorf("test recovery %+v: want the 3 test tasks re-sent and succeeded", v)
