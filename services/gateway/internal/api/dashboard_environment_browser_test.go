@@ -16,7 +16,8 @@ import (
 // Auth Key, the test one is marked as test all over the page, and a task of the other
 // environment is not found whatever the URL says.
 func TestDashboard_switches_between_live_and_test_in_Chromium(t *testing.T) {
-	t.Parallel()
+	// Not parallel: a third browser beside the other dashboard tests would only slow the page
+	// loads they time.
 	chromiumPath(t)
 	h := newHarness(t, map[string]string{"CALLBACK_ALLOW_PRIVATE": "true"})
 	h.startWorker()
