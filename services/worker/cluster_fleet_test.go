@@ -159,8 +159,8 @@ func clusterFleetKill(t *testing.T, n int) {
 		oks := s.okTimes(id)
 		if f.record(id).Attempts > 1 || len(oks) > 1 {
 			begun = append(begun, id)
-			if last := oks[len(oks)-1]; last.After(lastBegun) {
-				lastBegun = last
+			if len(oks) > 0 && oks[len(oks)-1].After(lastBegun) {
+				lastBegun = oks[len(oks)-1]
 			}
 		}
 	}
