@@ -10,6 +10,7 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -82,6 +83,26 @@ func clusterFleetNoFaults(t *testing.T, n int) {
 	fig := s.figures(t, ids)
 	fig.check(t)
 
+	// The four workers shared the load: each counted some deliveries, and their counts add up to
+	// one per callback.
+	perWorker := make([]int, len(rig.workers))
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		total := 0
+		for i, w := range rig.workers {
+			v := value(scrape(t, w.metricsAddr)["refonte_callback_deliveries_total"],
+				map[string]string{"transport": "http", "result": "succeeded"})
+			count, _ := strconv.ParseFloat(v, 64)
+			perWorker[i] = int(count)
+			total += perWorker[i]
+		}
+		return total == n
+	}, "the workers count %d succeeded deliveries in all (%v)", n, lazy(func() string { return fmt.Sprint(perWorker) }))
+	for i, c := range perWorker {
+		if c == 0 {
+			t.Errorf("worker %d delivered nothing (%v): the load was not shared", i+1, perWorker)
+		}
+	}
+
 	requests := 0
 	for _, id := range ids {
 		hits := s.hitTimes(id)
@@ -101,8 +122,8 @@ func clusterFleetNoFaults(t *testing.T, n int) {
 		return fmt.Sprintf("ack pending %d, pending %d, redelivered %d", info.NumAckPending, info.NumPending, info.NumRedelivered)
 	}))
 	t.Logf("four workers on three nodes, R3, no faults: sent %d, requests at the receiver %d, delivered %d, "+
-		"duplicated %d, lost %d; all recorded succeeded %s after the first publish",
-		fig.sent, requests, fig.delivered, fig.duplicated, fig.lost, elapsed.Round(time.Millisecond))
+		"duplicated %d, lost %d; all recorded succeeded %s after the first publish; deliveries per worker %v",
+		fig.sent, requests, fig.delivered, fig.duplicated, fig.lost, elapsed.Round(time.Millisecond), perWorker)
 }
 
 // clusterFleetKill sends n callbacks through the four workers and, when a quarter is delivered
@@ -123,11 +144,19 @@ func clusterFleetKill(t *testing.T, n int) {
 		t.Fatalf("stream leader %q: %v", leader, err)
 	}
 	consumerLeader, _ := testenv.ConsumerLeader(ctx, js, cfg.Name, "callback-workers")
+	// The worker to kill holds deliveries the receiver keeps waiting: they must come back to the
+	// others.
+	victim := rig.workers[0]
+	var held int
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		held = inFlight(t, victim)
+		return held > 0
+	}, "the worker to kill holds deliveries in flight")
 
 	var kills sync.WaitGroup
 	killedAt := time.Now()
 	kills.Go(func() { cl.Kill(leader) })
-	kills.Go(rig.workers[0].Kill)
+	kills.Go(victim.Kill)
 	kills.Wait()
 	atKill := s.delivered()
 	release()
@@ -173,10 +202,18 @@ func clusterFleetKill(t *testing.T, n int) {
 	}, "every message is acknowledged on the surviving nodes")
 	t.Logf("worker + stream leader SIGKILL (four workers, three nodes, R3): sent %d, delivered %d, duplicated %d, "+
 		"lost %d; %d delivered at the kill of stream leader %s (consumer leader %s) and one worker; new stream "+
-		"leader %s after %s; first callback published after the kill delivered %s after it; %d callbacks the dead "+
-		"worker had begun, all delivered %s after the kill (NATS_ACK_WAIT %s); longest pause in deliveries %s",
+		"leader %s after %s; first callback published after the kill delivered %s after it; the dead worker had %d "+
+		"deliveries in flight, %d callbacks it had begun, all delivered %s after the kill (NATS_ACK_WAIT %s); longest "+
+		"pause in deliveries %s",
 		fig.sent, fig.delivered, fig.duplicated, fig.lost, atKill, leader, consumerLeader, newLeader,
-		elected.Round(time.Millisecond), s.firstOK(second).Sub(killedAt).Round(time.Millisecond), len(begun),
+		elected.Round(time.Millisecond), s.firstOK(second).Sub(killedAt).Round(time.Millisecond), held, len(begun),
 		lastBegun.Sub(killedAt).Round(time.Millisecond), f.env["NATS_ACK_WAIT"],
 		s.longestPause(killedAt, s.lastOK()).Round(time.Millisecond))
+}
+
+// inFlight is the worker's refonte_callback_in_flight gauge (0 while it does not answer).
+func inFlight(t *testing.T, w *worker) int {
+	t.Helper()
+	v, _ := strconv.ParseFloat(value(scrape(t, w.metricsAddr)["refonte_callback_in_flight"], nil), 64)
+	return int(v)
 }
