@@ -150,3 +150,14 @@ func TestChaos_long_exhaustion_with_repeated_SIGKILL(t *testing.T) {
 	t.Logf("exhaustion under repeated SIGKILL: sent %d, all recorded failed/false, %d with the 21st attempt "+
 		"interrupted by a kill, %d kills, lost 0, done in %s", k, interrupted, kills, time.Since(start).Round(time.Millisecond))
 }
+
+// Four workers on three nats-server processes with a three-replica stream: each callback reaches
+// the receiver exactly once.
+func TestChaos_long_cluster_four_workers_20k_once(t *testing.T) {
+	clusterFleetNoFaults(t, 20_000)
+}
+
+// The same fleet, one worker and the stream's leader killed with SIGKILL at the same moment.
+func TestChaos_long_cluster_worker_and_stream_leader_SIGKILL_20k(t *testing.T) {
+	clusterFleetKill(t, 20_000)
+}
