@@ -76,7 +76,7 @@ func TestWorkerProcess_hostile_endpoints_do_not_starve_a_healthy_one(t *testing.
 	}
 	store := customer.NewStore(rdb, prefix)
 	for _, c := range []string{"hostile", "good"} {
-		if _, _, err := store.Create(ctx, c, ""); err != nil {
+		if _, err := store.Create(ctx, c, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -75,7 +75,7 @@ func TestWorkerProcess_metrics_move_with_the_load(t *testing.T) {
 	ctx := context.Background()
 	ok := testenv.NewReceiver(t, nil)
 	failing := testenv.NewReceiver(t, testenv.Failing(1000, http.StatusInternalServerError))
-	if _, _, err := customer.NewStore(rdb, prefix).Create(ctx, "c1", ""); err != nil {
+	if _, err := customer.NewStore(rdb, prefix).Create(ctx, "c1", ""); err != nil {
 		t.Fatal(err)
 	}
 	addr := testenv.FreeAddr(t)
@@ -106,7 +106,7 @@ func TestWorkerProcess_metrics_move_with_the_load(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		m = scrape(t, addr)
 		return value(m["refonte_callback_deliveries_total"], map[string]string{"transport": "http", "result": "exhausted"}) == "1" &&
-			value(m["refonte_callback_deliveries_total"], map[string]string{"transport": "http", "result": "succeeded"}) == "20" &&
+			value(m["refonte_callback_deliveries_total"], map[string]string{"transport": "http", "result": "succeeded", "environment": "live"}) == "20" &&
 			value(m["refonte_worker_held_messages"], nil) == "0"
 	}, "deliveries counted and the window empty: %v, held %v", m["refonte_callback_deliveries_total"], m["refonte_worker_held_messages"])
 

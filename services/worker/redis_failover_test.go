@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
 )
@@ -86,7 +87,7 @@ func redisFailover(t *testing.T, shape string, n int) {
 	testenv.Eventually(t, loadTimeout(n), func() bool {
 		for _, id := range second[:min(len(second), 50)] {
 			// Errors are expected while Redis fails over; only a recorded state counts.
-			if rec, err := f.statuses.Get(context.Background(), "c1", id); err == nil && rec.State == status.Succeeded {
+			if rec, err := f.statuses.Get(context.Background(), "c1", environment.Live, id); err == nil && rec.State == status.Succeeded {
 				recorded = time.Since(killedAt)
 				return true
 			}
@@ -138,7 +139,7 @@ func watchSucceeded(t *testing.T, st *status.Store, ids []string) *succeededWatc
 			for start := 0; start < len(ids) && ctx.Err() == nil; start += 500 {
 				chunk := ids[start:min(start+500, len(ids))]
 				rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
-				briefs, err := st.Briefs(rctx, "c1", chunk)
+				briefs, err := st.Briefs(rctx, "c1", environment.Live, chunk)
 				rcancel()
 				if err != nil {
 					continue // Redis is failing over; an error is not a wrong answer

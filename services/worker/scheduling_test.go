@@ -11,6 +11,7 @@ import (
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
@@ -71,7 +72,7 @@ func TestWorkerProcess_burst_to_one_endpoint_does_not_hold_back_another_customer
 	ctx := context.Background()
 	store := customer.NewStore(rdb, prefix)
 	for _, c := range []string{"busy", "other"} {
-		if _, _, err := store.Create(ctx, c, ""); err != nil {
+		if _, err := store.Create(ctx, c, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -113,7 +114,7 @@ func TestWorkerProcess_burst_to_one_endpoint_does_not_hold_back_another_customer
 		var rec status.Record
 		testenv.Eventually(t, 30*time.Second, func() bool {
 			var err error
-			rec, err = status.NewStore(rdb, prefix, 0).Get(ctx, "other", id)
+			rec, err = status.NewStore(rdb, prefix, 0).Get(ctx, "other", environment.Live, id)
 			return err == nil && rec.State == status.Succeeded
 		}, "%s succeeded (%q)", id, rec.State)
 		if rec.Attempts != 1 {

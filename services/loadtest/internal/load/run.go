@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
 )
@@ -106,13 +107,13 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	)
 	for i := range cfg.Customers {
 		id := fmt.Sprintf("lt_%s_%d", runID, i)
-		p, creds, err := store.Create(ctx, id, "")
+		c, err := store.Create(ctx, id, "")
 		if err != nil {
 			return nil, fmt.Errorf("create customer: %w", err)
 		}
-		custs = append(custs, Customer{ID: id, AuthKey: p.CallbackAuthKey, SigningSecret: p.SigningSecret})
+		custs = append(custs, Customer{ID: id, AuthKey: c.Live.CallbackAuthKey, SigningSecret: c.Live.SigningSecret})
 		custIDs = append(custIDs, id)
-		apiKeys = append(apiKeys, creds.APIKey)
+		apiKeys = append(apiKeys, c.LiveAPIKey)
 	}
 
 	// The gateway, where customers read their statuses.
@@ -294,7 +295,7 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	var side *Side
 	if cfg.SideRate > 0 {
 		sideID := fmt.Sprintf("lt_%s_side", runID)
-		if _, _, err := store.Create(ctx, sideID, ""); err != nil {
+		if _, err := store.Create(ctx, sideID, ""); err != nil {
 			return nil, fmt.Errorf("create the second customer: %w", err)
 		}
 		if side, err = StartSide(ctx, nc, sideID, "lts-"+runID+"-", cfg.SideRate); err != nil {
@@ -470,7 +471,7 @@ func verify(ctx context.Context, st *status.Store, custIDs []string, idPrefix st
 	v := Verification{StatusChecked: len(seqs)}
 	problem := func(seq int64) string {
 		cust := custIDs[seq%int64(len(custIDs))]
-		rec, err := st.Get(ctx, cust, taskID(seq))
+		rec, err := st.Get(ctx, cust, environment.Live, taskID(seq))
 		switch {
 		case err != nil:
 			return err.Error()

@@ -81,7 +81,7 @@ func benchDelivery(b *testing.B, level zapcore.Level) {
 	b.Cleanup(rc.Close)
 
 	customers := customer.NewStore(rdb, prefix)
-	if _, _, err := customers.Create(ctx, "cust_bench", rc.URL+"/callback"); err != nil {
+	if _, err := customers.Create(ctx, "cust_bench", rc.URL+"/callback"); err != nil {
 		b.Fatal(err)
 	}
 	statuses := status.NewStore(rdb, prefix, cfg.Retention)

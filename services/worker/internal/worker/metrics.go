@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"refonte.ai/callbacks/pkg/delivery"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/status"
 )
@@ -45,12 +46,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "refonte_callback_attempts_total",
-			Help: "Delivery attempts by transport and result (succeeded, failed).",
-		}, []string{"transport", "result"}),
+			Help: "Delivery attempts by transport, result (succeeded, failed) and environment (live, test).",
+		}, []string{"transport", "result", "environment"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "refonte_callback_deliveries_total",
-			Help: "Deliveries that reached a final state, by transport and result (succeeded, exhausted, gave_up, no_callback).",
-		}, []string{"transport", "result"}),
+			Help: "Deliveries that reached a final state, by transport, result (succeeded, exhausted, gave_up, no_callback) and environment (live, test).",
+		}, []string{"transport", "result", "environment"}),
 		attemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "refonte_callback_attempt_duration_seconds",
 			Help:    "Duration of one delivery attempt, by transport.",
@@ -150,12 +151,12 @@ func (c *schedulerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstHistogram(c.limits, uint64(len(limits)), sum, buckets)
 }
 
-func (m *Metrics) observeAttempt(transport string, res delivery.Result, outcome status.Outcome, meta *jetstream.MsgMetadata, begun status.Begun) {
+func (m *Metrics) observeAttempt(transport string, env environment.Env, res delivery.Result, outcome status.Outcome, meta *jetstream.MsgMetadata, begun status.Begun) {
 	result := "failed"
 	if res.OK() {
 		result = "succeeded"
 	}
-	m.attempts.WithLabelValues(transport, result).Inc()
+	m.attempts.WithLabelValues(transport, result, env.String()).Inc()
 	m.attemptDuration.WithLabelValues(transport).Observe(res.Duration.Seconds())
 	sincePublish := time.Since(meta.Timestamp).Seconds()
 	if begun.Attempt == 1 {
@@ -164,12 +165,12 @@ func (m *Metrics) observeAttempt(transport string, res delivery.Result, outcome 
 	switch outcome {
 	case status.OutcomeSucceeded:
 		m.toSuccess.Observe(sincePublish)
-		m.deliveries.WithLabelValues(transport, "succeeded").Inc()
+		m.deliveries.WithLabelValues(transport, "succeeded", env.String()).Inc()
 	case status.OutcomeFailed:
 		if res.Permanent {
-			m.deliveries.WithLabelValues(transport, "gave_up").Inc()
+			m.deliveries.WithLabelValues(transport, "gave_up", env.String()).Inc()
 		} else {
-			m.deliveries.WithLabelValues(transport, "exhausted").Inc()
+			m.deliveries.WithLabelValues(transport, "exhausted", env.String()).Inc()
 		}
 	}
 }

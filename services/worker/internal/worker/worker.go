@@ -25,6 +25,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/delivery"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/schedule"
@@ -40,8 +41,10 @@ type Transport interface {
 	Deliver(ctx context.Context, m delivery.Message) delivery.Result
 }
 
+// profileSource gives the profile of the task's environment: its keys, and no other's, sign and
+// authenticate the task's callback.
 type profileSource interface {
-	Get(ctx context.Context, customerID string) (customer.Profile, error)
+	Get(ctx context.Context, customerID string, env environment.Env) (customer.Profile, error)
 	Invalidate(customerID string)
 }
 
@@ -370,7 +373,7 @@ func (w *Worker) decode(j *job) (decision, bool) {
 	}
 	j.ev, j.webhookID = ev, webhookID
 	j.log = w.log.WithLazy(zap.String("task_id", ev.TaskID), zap.String("customer_id", ev.CustomerID),
-		zap.String("webhook_id", webhookID))
+		zap.String("environment", ev.Environment.String()), zap.String("webhook_id", webhookID))
 	j.ctx, j.span = tracing.Tracer().Start(tracing.ExtractNATS(j.ctx, j.msg.Headers()), "callback.deliver",
 		trace.WithSpanKind(trace.SpanKindConsumer))
 	// Attributes are built only for a span that records: with tracing off (the default) they
@@ -387,7 +390,7 @@ func (w *Worker) decode(j *job) (decision, bool) {
 // resolve finds the customer and where the callback goes. No target at all is recorded as
 // no_callback and ends the job.
 func (w *Worker) resolve(j *job) (decision, bool) {
-	profile, err := w.profiles.Get(j.ctx, j.ev.CustomerID)
+	profile, err := w.profiles.Get(j.ctx, j.ev.CustomerID, j.ev.Environment)
 	if errors.Is(err, customer.ErrNotFound) {
 		return w.refuse(j.ctx, j.msg, event.Invalid(event.ReasonUnknownCustomer, "no customer %q", j.ev.CustomerID)), false
 	}
@@ -396,7 +399,7 @@ func (w *Worker) resolve(j *job) (decision, bool) {
 		return later(backoff(int(j.meta.NumDelivered))), false
 	}
 	j.profile = profile
-	j.delivery = status.Delivery{CustomerID: j.ev.CustomerID, TaskID: j.ev.TaskID, WebhookID: j.webhookID,
+	j.delivery = status.Delivery{CustomerID: j.ev.CustomerID, Env: j.ev.Environment, TaskID: j.ev.TaskID, WebhookID: j.webhookID,
 		Task: j.ev.Task, Chain: j.meta.Sequence.Stream}
 	j.target, j.targetErr = target.Resolve(j.ev.CallbackURL, profile.DefaultCallbackURL)
 	if j.targetErr == nil && j.target.Kind == target.None {
@@ -404,7 +407,7 @@ func (w *Worker) resolve(j *job) (decision, bool) {
 			j.log.Warn("recording no_callback failed; will retry", zap.Error(err))
 			return later(backoff(int(j.meta.NumDelivered))), false
 		}
-		w.metrics.deliveries.WithLabelValues("none", "no_callback").Inc()
+		w.metrics.deliveries.WithLabelValues("none", "no_callback", j.ev.Environment.String()).Inc()
 		j.log.Info("no callback target", zap.String("outcome", "no_callback"))
 		return done(), false
 	}
@@ -432,7 +435,7 @@ func (w *Worker) claim(j *job) (decision, bool) {
 	case status.NotDue:
 		return later(begun.Wait), false
 	case status.Exhausted:
-		w.metrics.deliveries.WithLabelValues(j.kind, "exhausted").Inc()
+		w.metrics.deliveries.WithLabelValues(j.kind, "exhausted", j.ev.Environment.String()).Inc()
 		j.log.Warn("attempts exhausted", zap.Int("attempt", begun.Attempt))
 		return never("attempts exhausted"), false
 	}
@@ -440,7 +443,7 @@ func (w *Worker) claim(j *job) (decision, bool) {
 		// Redis has a newer profile than the cache (a key was rotated a moment ago): the
 		// rotated key is used from this attempt on. The target stays as resolved.
 		w.profiles.Invalidate(j.ev.CustomerID)
-		if fresh, err := w.profiles.Get(j.ctx, j.ev.CustomerID); err == nil {
+		if fresh, err := w.profiles.Get(j.ctx, j.ev.CustomerID, j.ev.Environment); err == nil {
 			j.profile = fresh
 		}
 	}
@@ -490,7 +493,7 @@ func (w *Worker) record(j *job) (decision, bool) {
 	if res.Err != nil {
 		entry.Error = res.Err.Error()
 	}
-	w.metrics.observeAttempt(j.kind, res, outcome, j.meta, begun)
+	w.metrics.observeAttempt(j.kind, j.ev.Environment, res, outcome, j.meta, begun)
 	if ce := j.log.Check(zap.InfoLevel, "attempt"); ce != nil {
 		ce.Write(zap.String("outcome", string(outcome)),
 			zap.Int("status_code", res.StatusCode),
@@ -604,8 +607,9 @@ func parseMessage(msg jetstream.Msg) (event.Event, string, error) {
 	}
 	if id == "" {
 		// Published without Nats-Msg-Id: an id derived from the completion itself, so a copy
-		// published again gets the same one. Events do not name an environment yet: live.
-		id = event.DerivedWebhookID(ev.CustomerID, "live", ev.TaskID, ev.CompletedAt())
+		// published again gets the same one; the environment is part of it, so a test and a
+		// live completion of one task never share an id.
+		id = event.DerivedWebhookID(ev.CustomerID, ev.Environment.String(), ev.TaskID, ev.CompletedAt())
 	}
 	if !event.ValidWebhookID(id) {
 		return event.Event{}, "", event.Invalid(event.ReasonInvalidMessageID,
