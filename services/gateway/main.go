@@ -22,6 +22,7 @@ import (
 	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/service"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/version"
 	"refonte.ai/callbacks/services/gateway/internal/api"
 	"refonte.ai/callbacks/services/gateway/internal/recovery"
 )
@@ -33,7 +34,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	log, flush, err := service.Observe(ctx, "gateway", cfg.LogFormat, cfg.LogLevel)
+	log, flush, err := service.Start(ctx, "gateway", cfg.Shared)
 	if err != nil {
 		return err
 	}
@@ -56,7 +57,8 @@ func run(ctx context.Context) error {
 	pub := startPublisher(ctx, js, cfg.Stream, log)
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		version.Collector())
 	statuses := status.NewStore(rdb, cfg.RedisPrefix, cfg.Retention)
 	a, err := api.New(cfg, api.Deps{
 		Customers:  customer.NewStore(rdb, cfg.RedisPrefix),

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,6 +68,9 @@ func TestGatewayProcess_serves_the_API_and_stops_cleanly_on_SIGTERM(t *testing.T
 	if code, body := get(t, base+"/v1/profile", func(r *http.Request) { r.SetBasicAuth(created.APIKey, "") }); code != http.StatusOK {
 		t.Fatalf("GET /v1/profile: %d %s", code, body)
 	}
+	if code, body := get(t, base+"/metrics", nil); code != http.StatusOK || !regexp.MustCompile(`(?m)^build_info\{.*version="[^"]+".*\} 1$`).Match(body) {
+		t.Errorf("GET /metrics: %d, no build_info line with a version:\n%.2000s", code, body)
+	}
 
 	p.Signal(syscall.SIGTERM)
 	if err, exited := p.Wait(15 * time.Second); !exited || err != nil {
@@ -75,6 +79,9 @@ func TestGatewayProcess_serves_the_API_and_stops_cleanly_on_SIGTERM(t *testing.T
 	logs, err := os.ReadFile(p.LogPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`"msg":"starting".*"version":"[^"]+"`).Match(logs) {
+		t.Errorf("no start line with the version in the log:\n%s", logs)
 	}
 	if !strings.Contains(string(logs), "gateway stopped") {
 		t.Errorf("no shutdown line in the log:\n%s", logs)

@@ -8,8 +8,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/pprof"
-	"os"
-	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,23 +25,18 @@ import (
 	"refonte.ai/callbacks/pkg/service"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
+	"refonte.ai/callbacks/pkg/version"
 	"refonte.ai/callbacks/services/worker/internal/worker"
 )
 
 func main() { service.Main("worker", run) }
 
 func run(ctx context.Context) error {
-	if os.Getenv("GOGC") == "" {
-		// A delivery allocates ~10 KB that dies within milliseconds over a small live heap, so
-		// collection ran several times a second for ~13% of the CPU at full speed; twice the
-		// heap growth halves that for ~20 MB more RSS. GOGC in the environment overrides it.
-		debug.SetGCPercent(200)
-	}
 	cfg, err := worker.LoadConfig(env.New())
 	if err != nil {
 		return err
 	}
-	log, flush, err := service.Observe(ctx, "worker", cfg.LogFormat, cfg.LogLevel)
+	log, flush, err := service.Start(ctx, "worker", cfg.Shared)
 	if err != nil {
 		return err
 	}
@@ -82,7 +75,7 @@ func run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		worker.NewConsumerCollector(consumer))
+		worker.NewConsumerCollector(consumer), version.Collector())
 	w, err := worker.New(cfg, worker.Deps{
 		Consumer:   consumer,
 		Profiles:   profiles,
