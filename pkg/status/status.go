@@ -56,7 +56,7 @@ func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration)
 	if retention <= 0 {
 		retention = DefaultRetention
 	}
-	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: &batcher{rdb: rdb}}
+	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: newBatcher(rdb)}
 }
 
 // Load makes sure Redis has the script cached, so the first delivery does not pay for it.
