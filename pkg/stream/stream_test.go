@@ -56,7 +56,7 @@ func TestAttach_reports_differences_and_never_changes_the_stream(t *testing.T) {
 	if got := settings(diffs); !slices.Equal(got, []string{"max age", "duplicate window"}) {
 		t.Errorf("differences %v, want max age and duplicate window", diffs)
 	}
-	if d := diffs[0]; d.Have != (96 * time.Hour).String() || d.Want != (72 * time.Hour).String() {
+	if d := diffs[0]; d.Have != (96*time.Hour).String() || d.Want != (72*time.Hour).String() {
 		t.Errorf("max age difference %+v", d)
 	}
 	if got := info(t, js, owner.Name); got.MaxAge != 96*time.Hour || got.Duplicates != owner.Duplicates {
