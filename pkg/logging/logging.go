@@ -31,7 +31,7 @@ func New(service, format, level string) (*zap.Logger, error) {
 	cfg.Sampling = nil // one line per attempt is the contract with operators; never drop them
 	log, err := cfg.Build()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("build logger: %w", err)
 	}
 	return log.With(zap.String("service", service)), nil
 }

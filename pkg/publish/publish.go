@@ -84,8 +84,9 @@ func (p *Publisher) Publish(ctx context.Context, c Completion) (*jetstream.PubAc
 	ack, err := p.js.PublishMsg(ctx, msg)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
+		return nil, fmt.Errorf("publish task %s: %w", ev.TaskID, err)
 	}
-	return ack, err
+	return ack, nil
 }
 
 // Resend puts an already-delivered (or failed, or retrying) callback back on the stream for a

@@ -62,7 +62,7 @@ func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration)
 // Load makes sure Redis has the script cached, so the first delivery does not pay for it.
 func (s *Store) Load(ctx context.Context) error {
 	if err := recordScript.Load(ctx, s.rdb).Err(); err != nil {
-		return err
+		return fmt.Errorf("load status script: %w", err)
 	}
 	return readLogScript.Load(ctx, s.rdb).Err()
 }

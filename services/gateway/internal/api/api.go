@@ -159,7 +159,7 @@ func New(cfg Config, d Deps) (*API, error) {
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusForbidden, "cross-origin request refused")
 	}))
-	a.handler = a.observe(securityHeaders(cop.Handler(a.mux)))
+	a.handler = a.observe(securityHeaders(limitHeaders(canonicalPaths(cop.Handler(a.mux)))))
 	return a, nil
 }
 
