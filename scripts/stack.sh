@@ -131,13 +131,19 @@ port_free() {
 
 build() {
 	mkdir -p "$BIN"
+	# On a machine's first run the build fetches the services' Go modules, and go prints a line
+	# per module for a minute or two: say so first, so it does not look like a hang. The check
+	# is offline (GOPROXY=off fails at once when a module is missing from the cache).
+	if ! GOPROXY=off go list -deps ./services/worker ./services/devstack ./services/gateway >/dev/null 2>&1; then
+		say "first run on this machine: fetching the Go modules the services need (a minute or two; 'go: downloading' lines follow)"
+	fi
 	say "building bin/worker, bin/devstack"
 	go build -o "$BIN/" ./services/worker ./services/devstack
 	say "building bin/nats-server (the version pinned in tools/go.mod: $(go tool nats-server --version))"
 	cp -f "$(go tool -n nats-server)" "$BIN/nats-server.new" && mv -f "$BIN/nats-server.new" "$BIN/nats-server"
 	say "building bin/gateway"
 	if ! go build -o "$BIN/" ./services/gateway; then
-		die "services/gateway does not build (see the compiler output above). The stack needs the gateway (CONTRACT §4): it creates the demo customer and shows the callbacks. Nothing was started."
+		die "services/gateway does not build (see the compiler output above). The stack needs the gateway (docs/api.md): it creates the demo customer and shows the callbacks. Nothing was started."
 	fi
 }
 

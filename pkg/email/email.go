@@ -1,6 +1,6 @@
 // Package email is the SMTP transport: when a callback target is an email address, each attempt
 // sends one message through the operator's relay (SMTP_ADDR) carrying the same JSON an HTTP
-// receiver would get (CONTRACT §2).
+// receiver would get (docs/receiving.md).
 //
 // # Body encoding
 //

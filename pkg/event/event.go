@@ -1,10 +1,13 @@
-// Package event decodes and validates task completion events (CONTRACT §1) and builds the
-// callback body that customers receive (CONTRACT §2). Decoding is strict: an event is either
+// Package event decodes and validates task completion events (docs/events.md,
+// schemas/task-completed.schema.json) and builds the callback body that customers receive
+// (docs/receiving.md, schemas/callback.schema.json). Decoding is strict: an event is either
 // fully valid or refused with a Reason that operators can count and inspect.
 package event
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -230,7 +233,7 @@ func (e Event) Marshal() []byte {
 	return append(b, '}')
 }
 
-// CallbackBody is the JSON body of the callback (CONTRACT §2): the task as received, its
+// CallbackBody is the JSON body of the callback (schemas/callback.schema.json): the task as received, its
 // response, task_id and status. It is byte-for-byte the same for every attempt and resend.
 func (e Event) CallbackBody() []byte {
 	b := make([]byte, 0, len(e.Task)+len(e.Response)+len(e.TaskID)+64)
@@ -243,4 +246,39 @@ func (e Event) CallbackBody() []byte {
 	b = append(b, `","status":"`...)
 	b = append(b, e.Status...) // "completed" or "error"
 	return append(b, `"}`...)
+}
+
+// DerivedWebhookID is the webhook-id of a completion published without a Nats-Msg-Id. It is
+// derived from what identifies the completion — the customer, the environment, the task and
+// when it completed — and from nothing else, so a copy of the same completion published again
+// (a publisher's retry, a replay) carries the same webhook-id and receivers can deduplicate it,
+// while a later completion of the same task gets another (docs/events.md). Callers pass the
+// task's environment ("live" for events that do not name one).
+func DerivedWebhookID(customerID, environment, taskID, completedAt string) string {
+	h := sha256.New()
+	// Customer, environment and task ids cannot hold a newline, so the parts cannot run into
+	// each other and two different completions cannot hash the same input.
+	for _, part := range []string{customerID, environment, taskID} {
+		h.Write([]byte(part))
+		h.Write([]byte{'\n'})
+	}
+	h.Write([]byte(completedAt))
+	return "evt_" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// CompletedAt returns task.completed_at as published: the string's value, or the JSON text of
+// a value that is not a string, or "" when the task has none. It is only read to derive a
+// webhook-id, so it is looked up on demand instead of on every decode.
+func (e Event) CompletedAt() string {
+	var t struct {
+		CompletedAt json.RawMessage `json:"completed_at"`
+	}
+	if err := json.Unmarshal(e.Task, &t); err != nil || len(t.CompletedAt) == 0 {
+		return ""
+	}
+	var s string
+	if err := json.Unmarshal(t.CompletedAt, &s); err == nil {
+		return s
+	}
+	return string(t.CompletedAt)
 }

@@ -5,8 +5,6 @@ package publish
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,9 +45,10 @@ func (p *Publisher) StreamDifferences() []stream.Difference { return p.diffs }
 type Completion struct {
 	CustomerID string          `json:"customer_id"`
 	Task       json.RawMessage `json:"task"`
-	// MsgID becomes Nats-Msg-Id and the callback's webhook-id. Empty: derived from the event's
-	// content, so that publishing the same completion twice (a retry after a timeout) is
-	// dropped by the stream's duplicate window instead of sending a second callback.
+	// MsgID becomes Nats-Msg-Id and the callback's webhook-id. Empty: the id a worker derives
+	// for an event without one (event.DerivedWebhookID: customer, environment, task_id,
+	// completed_at), so that publishing the same completion twice (a retry after a timeout)
+	// is dropped by the stream's duplicate window instead of sending a second callback.
 	MsgID string `json:"-"`
 }
 
@@ -69,8 +68,7 @@ func (p *Publisher) Publish(ctx context.Context, c Completion) (*jetstream.PubAc
 	}
 	id := c.MsgID
 	if id == "" {
-		sum := sha256.Sum256(raw)
-		id = "evt_" + hex.EncodeToString(sum[:16])
+		id = event.DerivedWebhookID(ev.CustomerID, "live", ev.TaskID, ev.CompletedAt())
 	}
 	msg := nats.NewMsg(stream.CompletedSubject(c.CustomerID))
 	msg.Data = raw

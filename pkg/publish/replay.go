@@ -24,8 +24,8 @@ var ErrNotReplayable = errors.New("replay: the subject is not a completion or re
 // Replayed says where a replay went.
 type Replayed struct {
 	Subject string
-	// WebhookID is the callback's webhook-id; "" when the original carried no usable id, and
-	// the worker derives one from the new message.
+	// WebhookID is the callback's webhook-id; "" when the original carried no usable id and
+	// is not a valid event either (the workers will refuse it again).
 	WebhookID string
 	Sequence  uint64
 }
@@ -34,7 +34,8 @@ type Replayed struct {
 // byte, for the workers to decide anew, e.g. once its customer exists.
 //
 // A replay is the same completion event, not a new one: its callback keeps the webhook-id the
-// original would have had (its Nats-Msg-Id), so a receiver that also gets the event from a
+// original would have had (its Nats-Msg-Id, or without one the id derived from the event,
+// event.DerivedWebhookID), so a receiver that also gets the event from a
 // publisher's own retry deduplicates the two, and the task's status treats it as the same
 // event. The original's Nats-Msg-Id is still in the stream's duplicate window for a while
 // (the refused message was stored), and a worker takes a completion's webhook-id from that
@@ -61,8 +62,13 @@ func (p *Publisher) Replay(ctx context.Context, subject string, header map[strin
 		id = nats.Header(header).Get(stream.HeaderWebhookID)
 	}
 	if !event.ValidWebhookID(id) {
-		// The worker would refuse it again: drop it, and the replay gets an id the worker derives.
+		// Missing, or one the worker would refuse again: the id derived from the event, as a
+		// worker derives it for a completion published without one. An event that does not
+		// decode gets none; the workers refuse it again and keep it with its reason.
 		id = ""
+		if ev, err := event.Decode(data); err == nil {
+			id = event.DerivedWebhookID(ev.CustomerID, "live", ev.TaskID, ev.CompletedAt())
+		}
 	}
 	if id != "" {
 		msg.Header.Set(stream.HeaderWebhookID, id)

@@ -1,7 +1,7 @@
 // Package quarantine keeps the events that workers refused, with the reason, in a capped Redis
-// stream, so an operator can see what was refused and why, and replay it once fixed. The API
-// calls them "invalid events"; the Redis key keeps its first name (prefix+"invalid") so that
-// events kept before the package was renamed stay readable.
+// stream (docs/events.md, "Invalid events"), so an operator can see what was refused and why, and
+// replay it once fixed. The API calls them "invalid events"; the Redis key keeps its first name
+// (prefix+"invalid") so that events kept before the package was renamed stay readable.
 package quarantine
 
 import (

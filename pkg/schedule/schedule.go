@@ -1,4 +1,4 @@
-// Package schedule holds the retry schedule of CONTRACT §2: 20 delays after the first attempt,
+// Package schedule holds the retry schedule of docs/receiving.md: 20 delays after the first attempt,
 // 21 attempts in all, each delay jittered by at most ±10%.
 package schedule
 

@@ -1,4 +1,4 @@
-// Package status records the delivery state of each task's callback in Redis (CONTRACT §3):
+// Package status records the delivery state of each task's callback in Redis (docs/api.md):
 // callback_succeeded, the state, the attempt count, the next attempt time, a per-attempt log and
 // the original task, so the gateway can show it and resend it. All writes go through one Lua
 // script (record.lua), which makes each change atomic and refuses stale or out-of-order ones.

@@ -1,5 +1,5 @@
 // Package target parses where a callback goes: an http(s) URL or a single email mailbox
-// (CONTRACT §1–2). Anything else is an unusable target, refused before any delivery.
+// (docs/events.md). Anything else is an unusable target, refused before any delivery.
 package target
 
 import (
@@ -130,7 +130,7 @@ func parseMailbox(raw, addr string) (Target, error) {
 	return Target{Kind: Email, Raw: raw, Address: addr}, nil
 }
 
-// Resolve picks the task's own callback_url, else the customer's default (CONTRACT §1).
+// Resolve picks the task's own callback_url, else the customer's default (docs/events.md).
 func Resolve(taskURL, defaultURL string) (Target, error) {
 	if taskURL != "" {
 		return Parse(taskURL)

@@ -189,7 +189,7 @@ func (s *Sender) post(m delivery.Message, deadline time.Time) delivery.Result {
 	}
 	req.SetBodyRaw(m.Body)
 
-	// Redirects are never followed (CONTRACT §2): Do returns the 3xx, a failed attempt.
+	// Redirects are never followed (docs/receiving.md): Do returns the 3xx, a failed attempt.
 	if err := s.client.DoDeadline(req, resp, deadline); err != nil {
 		return delivery.Result{Err: describe(err, s.cfg.Timeout)}
 	}

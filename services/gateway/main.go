@@ -1,6 +1,6 @@
-// Command gateway is the HTTP API that customers and operators use: profiles and keys, task
-// status with its attempt log, and resends. Configuration is read from the environment (see
-// internal/api/config.go and README.md).
+// Command gateway is the HTTP API that customers and operators use (docs/api.md): profiles and
+// keys, task status with its attempt log, and resends. Configuration is read from the
+// environment (see internal/api/config.go and docs/operations.md).
 package main
 
 import (
@@ -104,6 +104,7 @@ func newAPI(cfg api.Config, c *connections, pub *lazyPublisher, log *zap.Logger)
 		Recoveries: recovery.NewStore(c.rdb, cfg.RedisPrefix, statuses, cfg.Retention),
 		Invalid:    quarantine.NewStore(c.rdb, cfg.RedisPrefix, 0),
 		Replayer:   pub,
+		Limits:     api.NewSharedLimits(c.rdb, cfg.RedisPrefix),
 	})
 }
 

@@ -1,6 +1,6 @@
 package main_test
 
-// Fault injection with real processes (issue 6, points 1, 2, 3 and 7): worker processes are
+// Fault injection with real processes: worker processes are
 // killed with SIGKILL, the broker is stopped and restarted, the leader of a three-node JetStream
 // cluster is shut down, and a worker dies in the middle of a delivery's last attempt. Each test
 // asserts outcomes (every callback delivered, every flag right), never timing, and logs the
@@ -393,12 +393,18 @@ type worker struct {
 // worker held comes back after NATS_ACK_WAIT (3s) instead of the default 31s.
 func newFleet(t *testing.T, natsURL string, vars map[string]string) *fleet {
 	t.Helper()
-	rdb, prefix := testenv.Redis(t)
+	return newFleetOn(t, natsURL, testenv.RedisOf(t, testenv.ShapeStandalone), vars)
+}
+
+// newFleetOn is newFleet on the given Redis (standalone, cluster or sentinel).
+func newFleetOn(t *testing.T, natsURL string, rt testenv.RedisTarget, vars map[string]string) *fleet {
+	t.Helper()
+	rdb, prefix := rt.Client, rt.Prefix
 	f := &fleet{
 		t:   t,
 		bin: testenv.Build(t, "services/worker"),
 		env: map[string]string{
-			"NATS_URL": natsURL, "REDIS_URL": testenv.RedisURL(), "REDIS_PREFIX": prefix,
+			"NATS_URL": natsURL, "REDIS_URL": rt.URL, "REDIS_PREFIX": prefix,
 			"CALLBACK_ALLOW_PRIVATE": "true", "WORKER_CONCURRENCY": "8",
 			"CALLBACK_TIMEOUT": "1s", "NATS_ACK_WAIT": "3s",
 		},

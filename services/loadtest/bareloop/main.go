@@ -1,5 +1,5 @@
 // Command bareloop is the hardware reference for the load tool, not a worker: the smallest loop
-// that does a callback's unavoidable work, as issue 7 describes it: pull from the workers'
+// that does a callback's unavoidable work: pull from the workers'
 // JetStream consumer 64 at a time, POST each message with net/http (keep-alive), write the task's
 // status hash with one Lua call, ack. No profile lookup, no signature, no attempt claim before
 // the POST, no retries, no limits: what it reaches on a machine is the ceiling the fleet is

@@ -19,7 +19,7 @@ import (
 	"refonte.ai/callbacks/services/devstack/internal/keyfile"
 )
 
-// fakeGateway plays CONTRACT §4 just enough for the demo: it creates the customer and reports
+// fakeGateway plays the gateway API (docs/api.md) just enough for the demo: it creates the customer and reports
 // every task as delivered (or failed, for ids containing failWith).
 type fakeGateway struct {
 	t        *testing.T

@@ -13,7 +13,7 @@ import (
 	"strings"
 )
 
-// Keys are one customer's credentials as the admin API hands them out (CONTRACT §4).
+// Keys are one customer's credentials as the admin API hands them out (docs/api.md).
 type Keys struct {
 	CustomerID         string
 	APIKey             string

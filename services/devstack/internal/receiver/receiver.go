@@ -21,7 +21,7 @@ import (
 	"refonte.ai/callbacks/services/devstack/internal/keyfile"
 )
 
-// AuthHeader carries the customer's Live Callback Auth Key (CONTRACT §2).
+// AuthHeader carries the customer's Live Callback Auth Key (docs/receiving.md).
 const AuthHeader = "refonte-ai--callback-auth"
 
 // MaxBody bounds a callback body the receiver reads.

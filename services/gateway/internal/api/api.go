@@ -1,4 +1,4 @@
-// Package api is the gateway's HTTP API (CONTRACT §4): the admin endpoint that creates
+// Package api is the gateway's HTTP API (docs/api.md, schemas/openapi.json): the admin endpoint that creates
 // customers, the customer's profile and key rotations, task status with its attempt log, and
 // send-callback, which puts a stored callback back on the stream for a worker to deliver again.
 //
@@ -68,19 +68,23 @@ type Deps struct {
 	// routes over them exist when both are set (and the admin API is on).
 	Invalid  invalidStore
 	Replayer replayer
+	// Limits shares the send-callback rate limit between gateways through Redis; nil: each
+	// gateway limits on its own.
+	Limits *SharedLimits
 }
 
 // API serves the gateway's routes.
 type API struct {
 	Deps
-	cfg     Config
-	limiter *limiter
-	tests   *testCallbacks
-	metrics *metrics
-	mux     *http.ServeMux
-	handler http.Handler
-	routes  []Route
-	now     func() time.Time
+	cfg Config
+	// sendLimit bounds each customer's send-callback calls (shared when Deps.Limits is set).
+	sendLimit bucketLimiter
+	tests     *testCallbacks
+	metrics   *metrics
+	mux       *http.ServeMux
+	handler   http.Handler
+	routes    []Route
+	now       func() time.Time
 
 	// recoveries runs POST /v1/callbacks/recover (recover.go); nil without Deps.Recoveries.
 	recoveries     *recovery.Manager
@@ -104,11 +108,14 @@ func New(cfg Config, d Deps) (*API, error) {
 	a := &API{
 		Deps:    d,
 		cfg:     cfg,
-		limiter: newLimiter(cfg.SendCallbackPerMinute, cfg.SendCallbackBurst),
 		tests:   newTestCallbacks(cfg.TestCallback),
 		metrics: newMetrics(d.Registry),
 		mux:     http.NewServeMux(),
 		now:     time.Now,
+	}
+	a.sendLimit = localBucket{l: newLimiter(cfg.SendCallbackPerMinute, cfg.SendCallbackBurst), now: func() time.Time { return a.now() }}
+	if d.Limits != nil {
+		a.sendLimit = d.Limits.bucket("send-callback", cfg.SendCallbackPerMinute, cfg.SendCallbackBurst)
 	}
 	a.recoveries = a.newRecoveries()
 	customerRoutes := []struct {
@@ -136,6 +143,7 @@ func New(cfg Config, d Deps) (*API, error) {
 	if a.recoveries != nil {
 		a.handle("POST", "/v1/callbacks/recover", a.authCustomer(a.startRecovery))
 		a.handle("GET", "/v1/callbacks/recover/{id}", a.authCustomer(a.getRecovery))
+		a.handle("DELETE", "/v1/callbacks/recover/{id}", a.authCustomer(a.cancelRecovery))
 	}
 	if cfg.AdminToken != "" {
 		a.handle("POST", "/admin/v1/customers", a.authAdmin(http.HandlerFunc(a.createCustomer)))

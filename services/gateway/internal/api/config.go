@@ -10,7 +10,7 @@ import (
 	"refonte.ai/callbacks/pkg/env"
 )
 
-// Config is everything the gateway reads from its environment: the settings every service
+// Config is everything the gateway reads from its environment (docs/operations.md, "Configuration"): the settings every service
 // shares (NATS, Redis, stream, logging, tracing) and the gateway's own. The gateway only compares
 // Stream with the stream it finds (the workers own its settings) and warns when they differ.
 type Config struct {

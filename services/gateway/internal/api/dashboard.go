@@ -10,7 +10,7 @@ import (
 	"sync"
 )
 
-// The customer dashboard (issue 9): one small page and its script and stylesheet, embedded in
+// The customer dashboard: one small page and its script and stylesheet, embedded in
 // the binary. It holds no data of its own: every action is a call of the JSON API with the
 // customer's API key, which the page keeps in sessionStorage and sends as HTTP Basic.
 

@@ -47,12 +47,14 @@ type harness struct {
 	js     jetstream.JetStream
 	rdb    redis.UniversalClient
 	prefix string
-	cfg    api.Config
-	pub    *publish.Publisher
-	api    *api.API
-	srv    *httptest.Server
-	logs   *observer.ObservedLogs
-	log    *zap.Logger
+	// redisURL is the REDIS_URL the gateway and the workers get.
+	redisURL string
+	cfg      api.Config
+	pub      *publish.Publisher
+	api      *api.API
+	srv      *httptest.Server
+	logs     *observer.ObservedLogs
+	log      *zap.Logger
 	// stopGateway stops the gateway as SIGTERM would (h.api's background work included).
 	stopGateway func()
 
@@ -66,13 +68,19 @@ type harness struct {
 // newHarness starts a gateway; vars override its environment (ADMIN_TOKEN "" turns admin off).
 func newHarness(t *testing.T, vars map[string]string) *harness {
 	t.Helper()
+	return newHarnessOn(t, testenv.RedisOf(t, testenv.ShapeStandalone), vars)
+}
+
+// newHarnessOn is newHarness on the given Redis (standalone, cluster or sentinel).
+func newHarnessOn(t *testing.T, rt testenv.RedisTarget, vars map[string]string) *harness {
+	t.Helper()
 	h := &harness{t: t, nats: testenv.StartNATS(t), secrets: map[string]bool{}}
 	h.nc, h.js = h.nats.Connect(t)
-	h.rdb, h.prefix = testenv.Redis(t)
+	h.rdb, h.prefix, h.redisURL = rt.Client, rt.Prefix, rt.URL
 	h.adminToken = "admin_" + rand.Text()
 	all := map[string]string{
 		"NATS_URL":     h.nats.URL(),
-		"REDIS_URL":    testenv.RedisURL(),
+		"REDIS_URL":    h.redisURL,
 		"REDIS_PREFIX": h.prefix,
 		"ADMIN_TOKEN":  h.adminToken,
 	}
@@ -121,6 +129,7 @@ func (h *harness) startStoppableGateway(rdb redis.UniversalClient, log *zap.Logg
 		Recoveries: recovery.NewStore(rdb, h.prefix, statuses, h.cfg.Retention),
 		Invalid:    quarantine.NewStore(rdb, h.prefix, 0),
 		Replayer:   h.pub,
+		Limits:     api.NewSharedLimits(rdb, h.prefix),
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -151,7 +160,7 @@ func (h *harness) startWorker(vars ...map[string]string) {
 	bin := testenv.Build(h.t, "services/worker")
 	all := map[string]string{
 		"NATS_URL":                h.nats.URL(),
-		"REDIS_URL":               testenv.RedisURL(),
+		"REDIS_URL":               h.redisURL,
 		"REDIS_PREFIX":            h.prefix,
 		"CALLBACK_ALLOW_PRIVATE":  "true",
 		"CALLBACK_RETRY_SCHEDULE": fastSchedule,

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -279,5 +280,41 @@ func TestConfig_defaults_and_validation(t *testing.T) {
 		if _, err := api.LoadConfig(env.FromMap(vars)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// Two gateways on the same Redis take send-callback tokens from one bucket per customer: the
+// limit holds across them, not once per gateway.
+func TestSendCallback_rate_limit_is_one_limit_across_gateways(t *testing.T) {
+	t.Parallel()
+	const burst = 3
+	h := newHarness(t, map[string]string{"SEND_CALLBACK_BURST": fmt.Sprint(burst), "SEND_CALLBACK_RATE_PER_MINUTE": "1"})
+	_, second := h.startGateway(h.rdb, h.log)
+	a := h.createCustomer("cust_a", "")
+	started := time.Now()
+	allowed := 0
+	for i := range 2 * burst {
+		srv := h.srv
+		if i%2 == 1 {
+			srv = second
+		}
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/task/t1/send-callback", nil)
+		req.SetBasicAuth(a.APIKey, "")
+		res, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		switch res.StatusCode {
+		case http.StatusNotFound: // within the limit (the task does not exist)
+			allowed++
+		case http.StatusTooManyRequests:
+		default:
+			t.Fatalf("request %d: %d", i+1, res.StatusCode)
+		}
+	}
+	// One token comes back a minute: a test slower than that may see one more.
+	if most := burst + int(time.Since(started)/time.Minute); allowed < burst || allowed > most {
+		t.Errorf("%d of %d requests alternating between two gateways were let through, want %d", allowed, 2*burst, burst)
 	}
 }

@@ -7,8 +7,9 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// limiter is a token bucket per customer. It lives in this process: with several gateway
-// replicas behind a balancer, a customer's effective limit is the sum of theirs.
+// limiter is a token bucket per customer that lives in this process: the dashboard's test
+// callbacks, and send-callback when the gateway has no SharedLimits. With several gateways
+// behind a balancer, a customer's effective limit is then the sum of theirs.
 type limiter struct {
 	limit rate.Limit
 	burst int

@@ -26,6 +26,9 @@ type RecoveryConfig struct {
 	MaxInFlight int
 	// MaxActive is the most unfinished recoveries per customer; one more is a 409.
 	MaxActive int
+	// MaxRunning is the most unfinished recoveries across every customer and gateway; one more
+	// is a 503 with Retry-After.
+	MaxRunning int
 }
 
 func loadRecoveryConfig(r *env.Reader) RecoveryConfig {
@@ -33,6 +36,7 @@ func loadRecoveryConfig(r *env.Reader) RecoveryConfig {
 		RatePerSecond: r.Int("RECOVER_RATE_PER_SECOND", 50),
 		MaxInFlight:   r.Int("RECOVER_MAX_IN_FLIGHT", 16),
 		MaxActive:     r.Int("RECOVER_MAX_ACTIVE", 3),
+		MaxRunning:    r.Int("RECOVER_MAX_RUNNING", 20),
 	}
 }
 
@@ -47,6 +51,9 @@ func (c RecoveryConfig) validate() error {
 	if c.MaxActive < 1 {
 		errs = append(errs, fmt.Errorf("RECOVER_MAX_ACTIVE=%d: want at least 1", c.MaxActive))
 	}
+	if c.MaxRunning < 1 {
+		errs = append(errs, fmt.Errorf("RECOVER_MAX_RUNNING=%d: want at least 1", c.MaxRunning))
+	}
 	return errors.Join(errs...)
 }
 
@@ -58,6 +65,7 @@ func (a *API) newRecoveries() *recovery.Manager {
 		RatePerSecond: float64(a.cfg.Recovery.RatePerSecond),
 		MaxInFlight:   a.cfg.Recovery.MaxInFlight,
 		MaxActive:     a.cfg.Recovery.MaxActive,
+		MaxRunning:    a.cfg.Recovery.MaxRunning,
 		// A re-send nobody began within the stream's max age never will be.
 		Abandon: a.cfg.Stream.MaxAge + time.Hour,
 	}, a.Recoveries, recoverySender{a}, a.Log.Named("recovery"), a.Registry)
@@ -163,8 +171,16 @@ func (a *API) startRecovery(w http.ResponseWriter, r *http.Request, p customer.P
 		return
 	}
 	rec, err := a.recoveries.Start(context.WithoutCancel(r.Context()), p.ID, params)
-	var tooMany *recovery.TooManyError
+	var (
+		tooMany *recovery.TooManyError
+		busy    *recovery.BusyError
+	)
 	switch {
+	case errors.As(err, &busy):
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"%d recoveries are running across all customers (at most %d at once); retry later", busy.Max, busy.Max))
+		return
 	case errors.As(err, &tooMany):
 		writeError(w, http.StatusConflict, fmt.Sprintf(
 			"%d recoveries are already running (at most %d at once); wait for one to finish",
@@ -225,6 +241,26 @@ func (a *API) getRecovery(w http.ResponseWriter, r *http.Request, p customer.Pro
 		return
 	case err != nil:
 		a.Log.Warn("reading a recovery failed", zap.String("customer_id", p.ID), zap.Error(err))
+		unavailable(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewRecovery(rec))
+}
+
+// cancelRecovery is DELETE /v1/callbacks/recover/{id}: the recovery queues no more re-sends
+// (those already queued are delivered). Cancelling a cancelled recovery answers it again; one
+// that finished otherwise is a 409.
+func (a *API) cancelRecovery(w http.ResponseWriter, r *http.Request, p customer.Profile) {
+	rec, err := a.recoveries.Cancel(context.WithoutCancel(r.Context()), p.ID, r.PathValue("id"))
+	switch {
+	case errors.Is(err, recovery.ErrNotFound):
+		writeError(w, http.StatusNotFound, "recovery not found")
+		return
+	case errors.Is(err, recovery.ErrFinished):
+		writeError(w, http.StatusConflict, "the recovery has already finished")
+		return
+	case err != nil:
+		a.Log.Warn("cancelling a recovery failed", zap.String("customer_id", p.ID), zap.Error(err))
 		unavailable(w)
 		return
 	}

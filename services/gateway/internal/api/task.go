@@ -177,7 +177,13 @@ type sendCallbackView struct {
 
 // sendCallback puts the stored original back on the stream (see resend).
 func (a *API) sendCallback(w http.ResponseWriter, r *http.Request, p customer.Profile) {
-	if ok, wait := a.limiter.allow(p.ID, a.now()); !ok {
+	ok, wait, err := a.sendLimit.allow(r.Context(), p.ID)
+	if err != nil {
+		a.Log.Warn("send-callback rate limit unreadable", zap.String("customer_id", p.ID), zap.Error(err))
+		unavailable(w)
+		return
+	}
+	if !ok {
 		secs := max(1, int(math.Ceil(wait.Seconds())))
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		writeError(w, http.StatusTooManyRequests,

@@ -32,7 +32,27 @@ var (
 	ErrCustomerGone = errors.New("the customer no longer exists")
 	// ErrNotRunning: the manager is not running (not started yet, or stopping).
 	ErrNotRunning = errors.New("recoveries are not running")
+	// errCancelled is why a runner stops when its recovery is cancelled through this gateway.
+	errCancelled = errors.New("recovery cancelled")
 )
+
+// BusyError: MaxRunning recoveries are unfinished already, across all customers.
+type BusyError struct{ Max int }
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("%d recoveries are running across all customers, the most allowed at once", e.Max)
+}
+
+// admit lists a new recovery in the registry unless it lists MaxRunning already. One key, so it
+// runs on Redis Cluster too.
+//
+// KEYS[1] the registry; ARGV[1] the member, ARGV[2] its score (lease end, ms), ARGV[3] the most
+// listed at once. Reply: 1 listed, 0 full.
+var admit = redis.NewScript(`
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+`)
 
 // Config tunes the manager.
 type Config struct {
@@ -45,6 +65,9 @@ type Config struct {
 	MaxInFlight int
 	// MaxActive is the most recoveries one customer may have unfinished at once.
 	MaxActive int
+	// MaxRunning is the most recoveries unfinished at once across every customer and gateway:
+	// each paces its own customer only, so this bounds what all of them add to the stream.
+	MaxRunning int
 	// Lease is how long a gateway owns a recovery without renewing; a recovery whose gateway
 	// died is resumed by another after at most Lease + ResumeEvery.
 	Lease       time.Duration
@@ -72,6 +95,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxActive <= 0 {
 		c.MaxActive = 3
+	}
+	if c.MaxRunning <= 0 {
+		c.MaxRunning = 20
 	}
 	if c.Lease <= 0 {
 		c.Lease = 30 * time.Second
@@ -104,8 +130,8 @@ type Manager struct {
 	metrics *metrics
 
 	mu       sync.Mutex
-	ctx      context.Context // Run's; nil before Run and once it stops
-	running  map[string]bool
+	ctx      context.Context                    // Run's; nil before Run and once it stops
+	running  map[string]context.CancelCauseFunc // by member: stops that recovery's runner
 	runners  sync.WaitGroup
 	interval time.Duration
 }
@@ -117,7 +143,7 @@ func NewManager(cfg Config, store *Store, sender Sender, log *zap.Logger, reg pr
 		cfg: cfg, store: store, sender: sender, log: log,
 		owner:    "gw_" + rand.Text(),
 		metrics:  newMetrics(reg),
-		running:  make(map[string]bool),
+		running:  make(map[string]context.CancelCauseFunc),
 		interval: time.Duration(float64(time.Second) / cfg.RatePerSecond),
 	}
 }
@@ -151,11 +177,15 @@ func (m *Manager) Start(ctx context.Context, customerID string, p Params) (Recov
 	}
 	id := "rcv_" + rand.Text()
 	// Listed before it exists: a gateway that dies in between leaves a listing without a
-	// record, which resume drops, never a record nobody would resume.
-	if err := m.store.rdb.ZAdd(ctx, m.store.registry(), redis.Z{
-		Score: float64(time.Now().Add(m.cfg.Lease).UnixMilli()), Member: member(customerID, id),
-	}).Err(); err != nil {
+	// record, which resume drops, never a record nobody would resume. The listing is also
+	// what the cap across customers counts.
+	listed, err := admit.Run(ctx, m.store.rdb, []string{m.store.registry()}, member(customerID, id),
+		time.Now().Add(m.cfg.Lease).UnixMilli(), m.cfg.MaxRunning).Int()
+	if err != nil {
 		return Recovery{}, fmt.Errorf("recovery registry: %w", err)
+	}
+	if listed == 0 {
+		return Recovery{}, &BusyError{Max: m.cfg.MaxRunning}
 	}
 	if err := m.store.create(ctx, customerID, id, m.owner, p, m.cfg.Lease, m.cfg.MaxActive); err != nil {
 		m.store.rdb.ZRem(context.WithoutCancel(ctx), m.store.registry(), member(customerID, id))
@@ -172,6 +202,25 @@ func (m *Manager) Start(ctx context.Context, customerID string, p Params) (Recov
 	m.log.Info("recovery started", zap.String("customer_id", customerID), zap.String("recovery_id", id),
 		zap.Time("since", p.Since), zap.Time("until", p.Until), zap.String("state", p.State))
 	return rec, nil
+}
+
+// Cancel stops a recovery of the customer, whichever gateway runs it: it queues no re-send
+// after its current one. Re-sends already queued are delivered. A recovery cancelled already
+// is answered as it is; one that ended otherwise is ErrFinished.
+func (m *Manager) Cancel(ctx context.Context, customerID, id string) (Recovery, error) {
+	if err := m.store.cancel(ctx, customerID, id); err != nil {
+		return Recovery{}, err
+	}
+	key := member(customerID, id)
+	m.store.rdb.ZRem(ctx, m.store.registry(), key)
+	m.mu.Lock()
+	stop := m.running[key]
+	m.mu.Unlock()
+	if stop != nil {
+		stop(errCancelled)
+	}
+	m.log.Info("recovery cancelled", zap.String("customer_id", customerID), zap.String("recovery_id", id))
+	return m.store.Get(ctx, customerID, id)
 }
 
 // Get reads a recovery of the customer.
@@ -191,14 +240,16 @@ func (m *Manager) launch(rec Recovery) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key := member(rec.CustomerID, rec.ID)
-	if m.ctx == nil || m.running[key] {
+	if m.ctx == nil || m.running[key] != nil {
 		return false
 	}
-	m.running[key] = true
+	ctx, stop := context.WithCancelCause(m.ctx)
+	m.running[key] = stop
 	m.runners.Add(1)
 	m.metrics.running.Inc()
 	go func(ctx context.Context) {
 		defer func() {
+			stop(nil)
 			m.mu.Lock()
 			delete(m.running, key)
 			m.mu.Unlock()
@@ -206,7 +257,7 @@ func (m *Manager) launch(rec Recovery) bool {
 			m.runners.Done()
 		}()
 		m.run(ctx, rec)
-	}(m.ctx)
+	}(ctx)
 	return true
 }
 
@@ -230,7 +281,7 @@ func (m *Manager) resume(ctx context.Context) {
 			continue
 		}
 		m.mu.Lock()
-		mine := m.running[mem]
+		mine := m.running[mem] != nil
 		m.mu.Unlock()
 		if mine {
 			continue
@@ -286,6 +337,9 @@ func (m *Manager) run(ctx context.Context, rec Recovery) {
 				if ctx.Err() == nil {
 					log.Warn("renewing a recovery lease failed", zap.Error(err))
 				}
+			case o == ended:
+				cancel() // cancelled (or finished) meanwhile: nothing to hand on
+				return
 			case o != owned:
 				lose()
 				return
@@ -302,6 +356,16 @@ func (m *Manager) run(ctx context.Context, rec Recovery) {
 	bg, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer stop()
 	end, detail := Done, ""
+	switch {
+	case errors.Is(context.Cause(ctx), errCancelled):
+		log.Info("recovery stopped: cancelled")
+		return
+	case errors.Is(err, errLost) || errors.Is(err, context.Canceled):
+		if now, gerr := m.store.Get(bg, rec.CustomerID, rec.ID); gerr == nil && now.Status == Cancelled {
+			log.Info("recovery stopped: cancelled through another gateway")
+			return
+		}
+	}
 	switch {
 	case errors.Is(err, errLost):
 		lose()

@@ -35,6 +35,20 @@ if op == 'create' then
 end
 
 local status = redis.call('HGET', rec, 'status')
+local finished = status == 'done' or status == 'aborted' or status == 'cancelled'
+
+if op == 'cancel' then
+  -- Any gateway may cancel: the owner notices at its next step, which this makes fail.
+  if not status then return {-1, 0} end
+  if status == 'cancelled' then return {1, 0} end
+  if finished then return {0, 0} end
+  redis.call('HSET', rec, 'status', 'cancelled', 'finished_ms', now, 'updated_ms', now, 'lease_ms', 0)
+  redis.call('SREM', active, id)
+  redis.call('DEL', pending)
+  if redis.call('SCARD', active) == 0 then redis.call('DEL', claims) end
+  kept()
+  return {1, 0}
+end
 
 if op == 'own' then
   -- ARGV[5] lease ms. Takes the recovery over when its lease ran out, or renews the caller's.
@@ -42,7 +56,7 @@ if op == 'own' then
     redis.call('SREM', active, id)
     return {-1, 0}
   end
-  if status == 'done' or status == 'aborted' then return {-2, 0} end
+  if finished then return {-2, 0} end
   local holder = redis.call('HGET', rec, 'owner')
   local lease = tonumber(redis.call('HGET', rec, 'lease_ms') or '0')
   if holder ~= owner and lease > now then return {0, lease} end
@@ -52,7 +66,7 @@ if op == 'own' then
   return {1, lease}
 end
 
-if redis.call('HGET', rec, 'owner') ~= owner or status == 'done' or status == 'aborted' then
+if redis.call('HGET', rec, 'owner') ~= owner or finished then
   return {-1, 0}
 end
 

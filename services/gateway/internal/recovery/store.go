@@ -40,6 +40,8 @@ const (
 	Done = "done"
 	// Aborted: the recovery could not go on (the customer no longer exists); Error says why.
 	Aborted = "aborted"
+	// Cancelled: the customer cancelled it; re-sends already queued still go out.
+	Cancelled = "cancelled"
 )
 
 // Params is what a customer asks for: tasks whose last attempt is in [Since, Until] and whose
@@ -76,6 +78,9 @@ type Recovery struct {
 
 // ErrNotFound: no such recovery for this customer (never made, expired, or another's).
 var ErrNotFound = errors.New("recovery not found")
+
+// ErrFinished: the recovery ended (done or aborted) before it could be cancelled.
+var ErrFinished = errors.New("recovery already finished")
 
 // TooManyError: the customer already has as many active recoveries as allowed.
 type TooManyError struct{ Active int }
@@ -239,4 +244,22 @@ func (s *Store) claim(ctx context.Context, customerID, id, owner string, e statu
 		return false, 0, errLost
 	}
 	return v == 1, time.Duration(us) * time.Microsecond, nil
+}
+
+// cancel marks the recovery cancelled, whoever runs it: its runner's next step fails and it
+// stops.
+func (s *Store) cancel(ctx context.Context, customerID, id string) error {
+	if !ValidID(id) {
+		return ErrNotFound
+	}
+	v, _, err := s.run(ctx, customerID, id, "", "cancel")
+	switch {
+	case err != nil:
+		return err
+	case v < 0:
+		return ErrNotFound
+	case v == 0:
+		return ErrFinished
+	}
+	return nil
 }

@@ -12,7 +12,7 @@ import (
 	"refonte.ai/callbacks/pkg/stream"
 )
 
-// Config is everything a worker process reads from its environment: the settings every service
+// Config is everything a worker process reads from its environment (docs/operations.md, "Configuration"): the settings every service
 // shares (NATS, Redis, stream, logging, tracing) and the worker's own.
 type Config struct {
 	config.Shared

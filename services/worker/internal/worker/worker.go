@@ -451,7 +451,8 @@ func (w *Worker) refuse(ctx context.Context, msg jetstream.Msg, err error) decis
 }
 
 // decode validates the message and works out its webhook id: the publisher's Nats-Msg-Id for a
-// completion, the original's id (carried in a header) for a resend.
+// completion, the original's id (carried in a header) for a resend, and for either without
+// one, the id derived from the event (event.DerivedWebhookID).
 func decode(msg jetstream.Msg) (event.Event, string, error) {
 	customerID, resend, ok := stream.ParseSubject(msg.Subject())
 	if !ok {
@@ -471,11 +472,9 @@ func decode(msg jetstream.Msg) (event.Event, string, error) {
 		id = h.Get(stream.HeaderWebhookID)
 	}
 	if id == "" {
-		meta, err := msg.Metadata()
-		if err != nil {
-			return event.Event{}, "", err
-		}
-		id = fmt.Sprintf("msg_%d", meta.Sequence.Stream)
+		// Published without Nats-Msg-Id: an id derived from the completion itself, so a copy
+		// published again gets the same one. Events do not name an environment yet: live.
+		id = event.DerivedWebhookID(ev.CustomerID, "live", ev.TaskID, ev.CompletedAt())
 	}
 	if !event.ValidWebhookID(id) {
 		return event.Event{}, "", event.Invalid(event.ReasonInvalidMessageID,

@@ -177,12 +177,27 @@
     return el('span', { class: 'badge ' + s }, STATE_LABELS[s] || s);
   }
 
-  function result(a) {
+  // An email target (a@b.example or mailto:a@b.example) is answered by an SMTP relay, whose
+  // reply code (250 accepted) is not an HTTP status.
+  function isEmailTarget(target) {
+    return typeof target === 'string' && !/^https?:/i.test(target) && target.includes('@');
+  }
+
+  function replyLabel(code, target) {
+    return code ? (isEmailTarget(target) ? 'SMTP ' : 'HTTP ') + code : '';
+  }
+
+  // result shows an attempt's outcome: the reply code, kept on one line, then the error if it
+  // says more than the code.
+  function result(a, target) {
     if (!a) return document.createTextNode('—');
     const ok = !a.error;
-    const what = a.status_code ? 'HTTP ' + a.status_code : '';
-    const text = ok ? (what || 'Accepted') : (a.error.startsWith('HTTP ') ? a.error : [what, a.error].filter(Boolean).join(' — '));
-    return el('span', { class: ok ? 'res-ok' : 'res-bad' }, text);
+    const what = replyLabel(a.status_code, target);
+    const code = what ? el('span', { class: 'reply-code' }, what) : null;
+    if (ok) return el('span', { class: 'res-ok' }, code || 'Accepted');
+    if (!code || a.error === what) return el('span', { class: 'res-bad' }, code || a.error);
+    if (a.error.includes(what)) return el('span', { class: 'res-bad' }, a.error);
+    return el('span', { class: 'res-bad' }, code, ' — ' + a.error);
   }
 
   // ---------------------------------------------------------------- views and routing
@@ -502,7 +517,7 @@
       el('td', { class: 'target' }, c.target || '—'),
       el('td', { class: 'num' }, String(c.attempts) + (c.delivery > 1 ? ' (delivery ' + c.delivery + ')' : '')),
       el('td', {}, timeEl(c.last_attempt_at)),
-      el('td', {}, result(c.last_attempt)),
+      el('td', {}, result(c.last_attempt, c.target)),
     ));
     $('callbacks-body').replaceChildren(...rows);
     const empty = $('callbacks-empty');
@@ -702,7 +717,7 @@
       el('td', { class: 'num' }, a.delivery),
       el('td', { class: 'num' }, a.attempt),
       el('td', {}, fmtTime(a.at)),
-      el('td', {}, result(a)),
+      el('td', {}, result(a, cb.target)),
       el('td', { class: 'num' }, a.duration_ms + ' ms'),
       el('td', { class: 'excerpt' }, a.response_excerpt ? el('code', {}, a.response_excerpt) : '—'),
     )));
@@ -728,7 +743,7 @@
         if (cb && cb.attempts.length > before) {
           const a = cb.attempts[cb.attempts.length - 1];
           setText('cb-resend-status', 'New attempt (delivery ' + a.delivery + '): ' +
-            (a.error ? 'failed — ' + a.error : 'succeeded' + (a.status_code ? ' with HTTP ' + a.status_code : '')) + '.');
+            (a.error ? 'failed — ' + a.error : 'succeeded' + (a.status_code ? ' with ' + replyLabel(a.status_code, cb.target) : '')) + '.');
           return;
         }
         if (Date.now() > deadline) {

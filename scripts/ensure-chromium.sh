@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# ensure-chromium.sh — make sure the headless Chromium that the dashboard's browser tests drive
+# is there, the way ensure-redis.sh makes sure of Redis:
+#
+#   1. CHROMIUM_PATH, if set, must be an executable: it is used as it is.
+#   2. Else chromium, chromium-browser or google-chrome on PATH is used.
+#   3. Else Debian's chromium package is installed with apt-get (needs root, or passwordless
+#      sudo); without a way to install it, this script stops with what to run.
+#
+# The browser tests fail (they never skip) when no browser is found, so `go tool task test`
+# runs this first.
+set -euo pipefail
+
+say() { printf 'ensure-chromium: %s\n' "$*"; }
+die() { printf 'ensure-chromium: ERROR: %s\n' "$*" >&2; exit 1; }
+
+if [ -n "${CHROMIUM_PATH:-}" ]; then
+	command -v "$CHROMIUM_PATH" >/dev/null 2>&1 || die "CHROMIUM_PATH=$CHROMIUM_PATH is not an executable"
+	say "Chromium: $CHROMIUM_PATH (CHROMIUM_PATH)"
+	exit 0
+fi
+for name in chromium chromium-browser google-chrome; do
+	if path="$(command -v "$name" 2>/dev/null)"; then
+		say "Chromium found: $path"
+		exit 0
+	fi
+done
+
+say "Chromium is not installed: installing Debian's chromium with apt-get (first run only; a few minutes)"
+command -v apt-get >/dev/null 2>&1 ||
+	die "apt-get is not available: install Chromium yourself (or set CHROMIUM_PATH to one) and run this again; the dashboard's browser tests need it"
+if [ "$(id -u)" -eq 0 ]; then
+	sudo=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+	sudo=(sudo -n)
+else
+	die "installing chromium needs root (or passwordless sudo). Run: sudo apt-get update && sudo apt-get install -y chromium — or set CHROMIUM_PATH to a Chromium or Chrome binary"
+fi
+say "+ apt-get update"
+"${sudo[@]}" apt-get update -qq || die "apt-get update failed"
+say "+ apt-get install -y chromium"
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null ||
+	die "apt-get install chromium failed"
+hash -r
+path="$(command -v chromium 2>/dev/null)" || die "chromium is still not on PATH after apt-get install"
+say "Chromium installed: $path"
