@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -136,7 +137,7 @@ func (s Shared) Validate() error {
 	if strings.TrimSpace(s.NATSURL) == "" {
 		errs = append(errs, errors.New("NATS_URL is empty"))
 	}
-	if _, err := redis.ParseURL(s.RedisURL); err != nil {
+	if err := checkRedisURL(s.RedisURL); err != nil {
 		errs = append(errs, fmt.Errorf("REDIS_URL: %w", err))
 	}
 	if s.RedisPrefix == "" {
@@ -158,4 +159,15 @@ func (s Shared) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// checkRedisURL accepts the forms pkg/conn connects to: redis:// and rediss:// (standalone),
+// redis-cluster:// and redis-sentinel:// (whose own checks run when conn builds the client).
+func checkRedisURL(raw string) error {
+	if strings.HasPrefix(raw, "redis-cluster://") || strings.HasPrefix(raw, "redis-sentinel://") {
+		_, err := url.Parse(raw)
+		return err
+	}
+	_, err := redis.ParseURL(raw)
+	return err
 }

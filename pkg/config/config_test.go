@@ -84,6 +84,16 @@ func TestValidate_reports_every_problem_at_once(t *testing.T) {
 	}
 }
 
+func TestValidate_accepts_every_Redis_URL_form_the_services_connect_to(t *testing.T) {
+	for _, u := range []string{"redis://127.0.0.1:6379/2", "rediss://r.example:6380/0",
+		"redis-cluster://127.0.0.1:7000?addr=127.0.0.1:7001", "redis-sentinel://127.0.0.1:26379?master=primary"} {
+		s := config.Load(env.FromMap(map[string]string{"REDIS_URL": u}), config.Defaults{})
+		if err := s.Validate(); err != nil {
+			t.Errorf("REDIS_URL=%s: %v", u, err)
+		}
+	}
+}
+
 func TestLoad_refuses_a_GOGC_that_is_not_a_number(t *testing.T) {
 	r := env.FromMap(map[string]string{"GOGC": "lots"})
 	config.Load(r, config.Defaults{})
