@@ -7,6 +7,10 @@
 #   scripts/bench.sh micro      only the go test benchmarks
 #   scripts/bench.sh load       only the load runs
 #   scripts/bench.sh soak       a soak: SOAK_RATE/s (3000) for SOAK_DURATION (10m), memory by minute
+#   scripts/bench.sh scheduler  the worker's scheduler against the reference loop, interleaved, default
+#                               settings: 20,000 to one host, 40,000 to 16 hosts (SCHED_REPEAT times
+#                               each), a 40,000 burst to one host with a second customer at 100/s,
+#                               and a 100,000 backlog to one host (worker peak RSS)
 #
 # Needs Redis at $REDIS_URL (default redis://127.0.0.1:6379/0; keys go under a prefix of each
 # run's own and are deleted afterwards), or PRIVATE_REDIS=1 to start a redis-server of its own on
@@ -142,10 +146,49 @@ soak() {
     -json "$OUT/soak.json" | tee "$OUT/soak.txt"
 }
 
+scheduler() {
+  go build -o "$OUT/bin/loadtest" ./services/loadtest
+  go build -o "$OUT/bin/worker" ./services/worker
+  go build -o "$OUT/bin/bareloop" ./services/loadtest/bareloop
+  go build -o "$OUT/bin/gateway" ./services/gateway
+  go build -o "$OUT/bin/nats-server" github.com/nats-io/nats-server/v2
+  base=(-gateway-bin "$OUT/bin/gateway" -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" -rate 0 -duration 0)
+  fleet() { "$OUT/bin/loadtest" -worker-bin "$OUT/bin/worker" "${base[@]}" "$@"; }
+  loop() { "$OUT/bin/loadtest" -reference fasthttp -worker-bin "$OUT/bin/bareloop" "${base[@]}" "$@"; }
+  one=(-count 20000 -backlog 20000)
+  sixteen=(-customers 16 -hosts 16 -count 40000 -backlog 20000)
+  for i in $(seq "${SCHED_REPEAT:-2}"); do
+    echo "== round $i: one host, 20,000 (loop, then fleet); 16 hosts, 40,000 (loop, then fleet)"
+    loop -label "loop-one-$i" "${one[@]}" -json "$OUT/loop-one-$i.json" >"$OUT/loop-one-$i.txt" 2>&1
+    fleet -label "fleet-one-$i" "${one[@]}" -json "$OUT/fleet-one-$i.json" >"$OUT/fleet-one-$i.txt" 2>&1
+    loop -label "loop-16-$i" "${sixteen[@]}" -json "$OUT/loop-16-$i.json" >"$OUT/loop-16-$i.txt" 2>&1
+    fleet -label "fleet-16-$i" "${sixteen[@]}" -json "$OUT/fleet-16-$i.json" >"$OUT/fleet-16-$i.txt" 2>&1
+  done
+  echo "== a 40,000 burst to one host, a second customer at 100/s on its own endpoint meanwhile"
+  fleet -label burst -count 40000 -backlog 40000 -side-rate 100 -json "$OUT/burst.json" >"$OUT/burst.txt" 2>&1
+  echo "== a 100,000 backlog to one host (worker peak RSS)"
+  fleet -label backlog100k -count 100000 -backlog 100000 -drain 3m -json "$OUT/backlog.json" >"$OUT/backlog.txt" 2>&1
+  echo "== summary: callbacks/s from the first publish to the last delivery"
+  python3 - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+for f in sorted(out.glob("*.json")):
+    r = json.loads(f.read_text())
+    if "settings" not in r:
+        continue
+    rss = max((p["peak_rss_bytes"] for p in r["processes"] if p["name"].startswith("worker-")), default=0)
+    side = r.get("side")
+    extra = f', second customer p99 {side["latency"]["p99_ms"]:.0f} ms (n {side["latency"]["n"]})' if side else ""
+    print(f'{f.stem:16} {r["overall_per_sec"]:8.0f}/s  delivered {r["delivered"]:6}  dup {r["duplicates"]} lost {r["lost"]}  '
+          f'worker peak RSS {rss/1e6:.0f} MB{extra}')
+PY
+}
+
 case $what in
+  scheduler) scheduler ;;
   micro) micro ;;
   load) loadruns ;;
   soak) soak ;;
   all) micro; loadruns ;;
-  *) echo "usage: $0 [all|micro|load|soak]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|micro|load|soak|scheduler]" >&2; exit 2 ;;
 esac

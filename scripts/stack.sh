@@ -5,6 +5,11 @@
 #           the mail catcher, the sample receiver, the gateway and two workers. Each process
 #           has a pid file under .stack/pids and a log under .stack/logs. A stack already
 #           running is stopped first.
+#   up --cluster
+#           the production shape on one machine: three nats-server nodes in one JetStream
+#           cluster (stream and consumer with three replicas) and a Redis Cluster of six
+#           redis-server processes (three masters, one replica each) instead of the single
+#           nats-server and Redis. Both start empty every time (state under .stack/cluster).
 #   demo    create the demo customer, publish three tasks, wait for their callbacks
 #   down    stop everything `up` started (pid files), in reverse order
 #   status  list the processes and whether they run
@@ -24,8 +29,37 @@ STACK="$ROOT/.stack"
 LOGS="$STACK/logs"
 PIDS="$STACK/pids"
 BIN="$ROOT/bin"
+# The clustered stack's stores, Redis Cluster nodes and demo keys; .stack/shape says which
+# shape `up` started last.
+CLUSTER_DIR="$STACK/cluster"
+SHAPE_FILE="$STACK/shape"
+read -r -a NATS_NODE_PORTS <<<"$CLUSTER_NATS_PORTS"
+read -r -a NATS_NODE_ROUTE_PORTS <<<"$CLUSTER_NATS_ROUTE_PORTS"
+read -r -a NATS_NODE_MONITOR_PORTS <<<"$CLUSTER_NATS_MONITOR_PORTS"
+read -r -a REDIS_NODE_PORTS <<<"$CLUSTER_REDIS_PORTS"
+NATS_NODES=(nats1 nats2 nats3)
+REDIS_NODES=(redis1 redis2 redis3 redis4 redis5 redis6)
 # Every process of the stack, in start order.
 SERVICES=(nats mailcatcher receiver gateway worker1 worker2)
+CLUSTER_SERVICES=("${NATS_NODES[@]}" "${REDIS_NODES[@]}" mailcatcher receiver gateway worker1 worker2)
+
+# use_cluster points every process of the stack at the clustered NATS and Redis.
+use_cluster() {
+	local i urls=() extra=()
+	for i in "${NATS_NODE_PORTS[@]}"; do urls+=("nats://127.0.0.1:$i"); done
+	for i in "${REDIS_NODE_PORTS[@]:1}"; do extra+=("addr=127.0.0.1:$i"); done
+	NATS_URL="$(IFS=,; echo "${urls[*]}")"
+	REDIS_URL="redis-cluster://127.0.0.1:${REDIS_NODE_PORTS[0]}?$(IFS='&'; echo "${extra[*]}")"
+	NATS_REPLICAS=3
+	DEMO_KEYS_FILE=.stack/cluster/demo.env
+	SERVICES=("${CLUSTER_SERVICES[@]}")
+	export NATS_URL REDIS_URL NATS_REPLICAS DEMO_KEYS_FILE
+}
+
+# The shape `up` started last decides what demo and status look at.
+if [ "$(cat "$SHAPE_FILE" 2>/dev/null)" = cluster ] && [ "${1:-}" != up ] && [ "${1:-}" != clean ]; then
+	use_cluster
+fi
 
 say() { printf 'stack: %s\n' "$*"; }
 die() { printf 'stack: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -83,9 +117,11 @@ stop() {
 
 down() {
 	# Workers first (they finish or hand back deliveries in flight), then what they talk to.
+	# Whichever shape runs: a name without a pid file is skipped.
 	stop worker1 worker2
 	stop gateway receiver mailcatcher
-	stop nats
+	stop nats "${NATS_NODES[@]}"
+	stop "${REDIS_NODES[@]}"
 	# Redis only if scripts/ensure-redis.sh started it for the stack.
 	bash scripts/ensure-redis.sh --stop --pidfile "$PIDS/redis.pid"
 }
@@ -148,14 +184,30 @@ build() {
 }
 
 up() {
+	local shape=single
+	case "${1:-}" in
+	"") ;;
+	--cluster) shape=cluster ;;
+	*) die "usage: $0 up [--cluster]" ;;
+	esac
+	if [ "$shape" = cluster ]; then
+		command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
+			die "the clustered stack runs the machine's redis-server and redis-cli: install them (apt-get install redis-server)"
+	fi
 	build
 	mkdir -p "$LOGS" "$PIDS" "$STACK/nats"
 	local s any=false
-	for s in "${SERVICES[@]}"; do running "$s" && any=true; done
+	for s in nats "${CLUSTER_SERVICES[@]}"; do running "$s" && any=true; done
 	if $any; then
 		say "a stack is already running: stopping it first"
 		down
 	fi
+	if [ "$shape" = cluster ]; then
+		echo cluster >"$SHAPE_FILE"
+		up_cluster
+		return
+	fi
+	echo single >"$SHAPE_FILE"
 	for addr in "127.0.0.1:$NATS_PORT" "127.0.0.1:$NATS_MONITOR_PORT" "$GATEWAY_ADDR" "$WORKER1_METRICS_ADDR" \
 		"$WORKER2_METRICS_ADDR" "$RECEIVER_ADDR" "$MAILCATCHER_SMTP_ADDR" "$MAILCATCHER_HTTP_ADDR"; do
 		port_free "$addr" || die "$addr is already in use by another program; stop it or change scripts/stack.env"
@@ -178,6 +230,19 @@ up() {
 	start nats "$BIN/nats-server" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -n refonte-dev -js -sd "$STACK/nats"
 	ready nats "http://127.0.0.1:$NATS_MONITOR_PORT/healthz"
 
+	start_services
+	cat <<EOF
+
+stack: up.
+  nats-server   $NATS_URL  (JetStream store .stack/nats; monitoring http://127.0.0.1:$NATS_MONITOR_PORT)
+  redis         $REDIS_URL  (keys under "$REDIS_PREFIX")
+EOF
+	print_services
+}
+
+# start_services starts what talks to NATS and Redis: the mail catcher, the receiver, the
+# gateway and the workers.
+start_services() {
 	start mailcatcher "$BIN/devstack" mailcatcher
 	start receiver "$BIN/devstack" receiver
 	ready mailcatcher "$MAILCATCHER_URL/healthz"
@@ -190,12 +255,10 @@ up() {
 	start worker2 env METRICS_ADDR="$WORKER2_METRICS_ADDR" "$BIN/worker"
 	ready worker1 "http://$WORKER1_METRICS_ADDR/readyz"
 	ready worker2 "http://$WORKER2_METRICS_ADDR/readyz"
+}
 
+print_services() {
 	cat <<EOF
-
-stack: up.
-  nats-server   $NATS_URL  (JetStream store .stack/nats; monitoring http://127.0.0.1:$NATS_MONITOR_PORT)
-  redis         $REDIS_URL  (keys under "$REDIS_PREFIX")
   gateway       $GATEWAY_URL  (admin token: $ADMIN_TOKEN)
   workers       metrics http://$WORKER1_METRICS_ADDR/metrics, http://$WORKER2_METRICS_ADDR/metrics
   receiver      http://$RECEIVER_ADDR/
@@ -205,9 +268,92 @@ stack: up.
 EOF
 }
 
+# up_cluster starts three nats-server nodes and a Redis Cluster, both empty, then the services.
+up_cluster() {
+	use_cluster
+	local i port addr addrs=() checks=()
+	for i in "${!NATS_NODE_PORTS[@]}"; do
+		checks+=("127.0.0.1:${NATS_NODE_PORTS[$i]}" "127.0.0.1:${NATS_NODE_ROUTE_PORTS[$i]}" "127.0.0.1:${NATS_NODE_MONITOR_PORTS[$i]}")
+	done
+	for port in "${REDIS_NODE_PORTS[@]}"; do
+		# A Redis Cluster node also listens on its port + 10000 for the cluster bus.
+		checks+=("127.0.0.1:$port" "127.0.0.1:$((port + 10000))")
+	done
+	for addr in "${checks[@]}" "$GATEWAY_ADDR" "$WORKER1_METRICS_ADDR" "$WORKER2_METRICS_ADDR" "$RECEIVER_ADDR" \
+		"$MAILCATCHER_SMTP_ADDR" "$MAILCATCHER_HTTP_ADDR"; do
+		port_free "$addr" || die "$addr is already in use by another program; stop it or change scripts/stack.env"
+	done
+	# Task status refers to stream sequences: the stores start empty together, every time.
+	rm -rf "$CLUSTER_DIR"
+	mkdir -p "$CLUSTER_DIR"
+	# A copy of the machine's redis-server in bin/, so that down recognises the processes it
+	# stops as the stack's own, as it does for the other binaries.
+	cp -f "$(command -v redis-server)" "$BIN/redis-server.new" && mv -f "$BIN/redis-server.new" "$BIN/redis-server"
+
+	local routes
+	routes="$(printf 'nats://127.0.0.1:%s,' "${NATS_NODE_ROUTE_PORTS[@]}")"
+	for i in "${!NATS_NODES[@]}"; do
+		start "${NATS_NODES[$i]}" "$BIN/nats-server" -a 127.0.0.1 -p "${NATS_NODE_PORTS[$i]}" \
+			-m "${NATS_NODE_MONITOR_PORTS[$i]}" -n "refonte-dev-n$((i + 1))" -js -sd "$CLUSTER_DIR/${NATS_NODES[$i]}" \
+			--cluster_name refonte-dev --cluster "nats://127.0.0.1:${NATS_NODE_ROUTE_PORTS[$i]}" --routes "${routes%,}"
+	done
+	for i in "${!REDIS_NODES[@]}"; do
+		port="${REDIS_NODE_PORTS[$i]}"
+		mkdir -p "$CLUSTER_DIR/${REDIS_NODES[$i]}"
+		# No persistence: the cluster starts empty with the JetStream stores.
+		start "${REDIS_NODES[$i]}" "$BIN/redis-server" --port "$port" --bind 127.0.0.1 --protected-mode no \
+			--dir "$CLUSTER_DIR/${REDIS_NODES[$i]}" --save "" --appendonly no \
+			--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000
+		addrs+=("127.0.0.1:$port")
+	done
+	# /healthz of a clustered node answers 200 once its JetStream is current with the others.
+	for i in "${!NATS_NODES[@]}"; do
+		ready "${NATS_NODES[$i]}" "http://127.0.0.1:${NATS_NODE_MONITOR_PORTS[$i]}/healthz"
+	done
+	for i in "${!REDIS_NODES[@]}"; do
+		redis_ready "${REDIS_NODES[$i]}" "${REDIS_NODE_PORTS[$i]}" PING PONG
+	done
+	say "joining the six Redis nodes: redis-cli --cluster create (log .stack/logs/redis-cluster-create.log)"
+	if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >>"$LOGS/redis-cluster-create.log" 2>&1; then
+		fail_start redis-cluster-create "redis-cli --cluster create failed"
+	fi
+	for i in "${!REDIS_NODES[@]}"; do
+		redis_ready "${REDIS_NODES[$i]}" "${REDIS_NODE_PORTS[$i]}" "CLUSTER INFO" cluster_state:ok
+	done
+
+	start_services
+	cat <<EOF
+
+stack: up (clustered).
+  nats-server   three JetStream nodes: $NATS_URL
+                (stores .stack/cluster/nats*; monitoring on ports ${NATS_NODE_MONITOR_PORTS[*]}); stream and consumer with $NATS_REPLICAS replicas
+  redis         Redis Cluster, three masters and three replicas on ports ${REDIS_NODE_PORTS[*]} (keys under "$REDIS_PREFIX")
+                $REDIS_URL
+EOF
+	print_services
+}
+
+# redis_ready NAME PORT COMMAND WANT waits until redis-cli COMMAND on PORT prints WANT.
+redis_ready() {
+	local name="$1" port="$2" cmd="$3" want="$4" pid deadline=$((SECONDS + 30))
+	pid="$(cat "$PIDS/$name.pid")"
+	# shellcheck disable=SC2086 # the command is several words on purpose
+	until redis-cli -p "$port" $cmd 2>/dev/null | grep -q "$want"; do
+		if ! alive "$pid"; then
+			fail_start "$name" "$name exited during start-up"
+		fi
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			fail_start "$name" "$name did not answer $cmd with $want within 30s"
+		fi
+		sleep 0.2
+	done
+}
+
 demo() {
-	for s in nats gateway worker1 worker2 receiver mailcatcher; do
-		running "$s" || die "$s is not running: start the stack with \`go tool task up\`"
+	for s in "${SERVICES[@]}"; do
+		# A clustered node may be down on purpose: the demo then shows the cluster carrying on.
+		[[ "$s" == nats? || "$s" == redis? ]] && continue
+		running "$s" || die "$s is not running: start the stack with \`go tool task up\` (or \`go tool task up-cluster\`)"
 	done
 	go build -o "$BIN/" ./services/devstack
 	"$BIN/devstack" demo
@@ -223,7 +369,9 @@ status() {
 			printf '  %-12s stopped\n' "$s"
 		fi
 	done
-	if [ -f "$PIDS/redis.pid" ]; then
+	if [ "${SERVICES[0]}" != nats ]; then
+		printf '  %-12s Redis Cluster of the stack (redis1 to redis6 above)\n' redis
+	elif [ -f "$PIDS/redis.pid" ]; then
 		printf '  %-12s started by the stack, pid %s\n' redis "$(cat "$PIDS/redis.pid")"
 	else
 		printf '  %-12s not managed by the stack (%s)\n' redis "$REDIS_URL"
@@ -245,11 +393,11 @@ clean() {
 }
 
 case "${1:-}" in
-up) up ;;
+up) up "${2:-}" ;;
 demo) demo ;;
 down) down ;;
 status) status ;;
 logs) logs ;;
 clean) clean ;;
-*) die "usage: $0 up|demo|down|status|logs|clean" ;;
+*) die "usage: $0 up [--cluster]|demo|down|status|logs|clean" ;;
 esac

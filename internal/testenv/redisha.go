@@ -164,6 +164,33 @@ func (n *RedisNode) Kill() {
 	<-n.done
 }
 
+// WaitReplicated returns once a replica of the node has confirmed every write the node took so
+// far: it writes key on the node (key must be served by it) and asks WAIT for one replica's
+// acknowledgement, until one comes or timeout passes (then the test fails). Replication is one
+// stream, so the acknowledgement of this write covers every earlier one.
+func (n *RedisNode) WaitReplicated(t testing.TB, key string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c := redis.NewClient(&redis.Options{Addr: n.Addr, DialTimeout: time.Second})
+	defer c.Close()
+	var last error
+	for ctx.Err() == nil {
+		conn := c.Conn() // WAIT counts the writes of its own connection
+		err := conn.Set(ctx, key, time.Now().UnixNano(), time.Minute).Err()
+		var acked int64
+		if err == nil {
+			acked, err = conn.Wait(ctx, 1, 500*time.Millisecond).Result()
+		}
+		conn.Close()
+		if err == nil && acked >= 1 {
+			return
+		}
+		last = err
+	}
+	t.Fatalf("redis %s: no replica confirmed its writes within %s (last error %v)", n.Addr, timeout, last)
+}
+
 // Alive reports whether the process still runs.
 func (n *RedisNode) Alive() bool {
 	select {

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/publish"
 )
 
@@ -108,12 +109,23 @@ func ConnectURL(t testing.TB, urls string) (*nats.Conn, jetstream.JetStream) {
 // "evt_<customer>_<task_id>", failing the test if the stream does not store it.
 func Publish(t testing.TB, pub *publish.Publisher, customerID string, task map[string]any) {
 	t.Helper()
+	PublishIn(t, pub, customerID, environment.Live, task)
+}
+
+// PublishIn publishes a completion of the customer's env environment; a test one's message id
+// differs from the live one of the same task.
+func PublishIn(t testing.TB, pub *publish.Publisher, customerID string, env environment.Env, task map[string]any) {
+	t.Helper()
 	raw, err := json.Marshal(task)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pub.Publish(context.Background(), publish.Completion{CustomerID: customerID, Task: raw,
-		MsgID: fmt.Sprintf("evt_%s_%s", customerID, task["task_id"])}); err != nil {
+	id := fmt.Sprintf("evt_%s_%s", customerID, task["task_id"])
+	c := publish.Completion{CustomerID: customerID, Task: raw, MsgID: id}
+	if env == environment.Test {
+		c.Environment, c.MsgID = env, id+"_test"
+	}
+	if _, err := pub.Publish(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,6 +1,8 @@
-// Package customer keeps customer profiles in Redis: the default callback URL, the Live Callback
-// Auth Key, the Standard Webhooks signing secret (and the previous one during a rotation) and the
-// hash of the API key. The gateway writes profiles; workers read them through a Cache.
+// Package customer keeps customer profiles in Redis: the default callback URL, the callback auth
+// key, the Standard Webhooks signing secret (and the previous one during a rotation) and the hash
+// of the API key. Each customer has one profile per environment (live and test, package
+// environment), each with its own keys; nothing of one is ever used for the other. The gateway
+// writes profiles; workers read them through a Cache.
 package customer
 
 import (
@@ -13,11 +15,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/signing"
 )
 
@@ -30,16 +34,17 @@ var (
 // the new one after a rotation, so receivers can switch over without rejecting a callback.
 const SecretOverlap = 24 * time.Hour
 
-// Profile is one customer's callback settings. Secrets never appear in its JSON form except the
-// callback auth key, which the contract's GET /v1/profile shows.
+// Profile is one customer's callback settings in one environment. Secrets never appear in its
+// JSON form except the callback auth key, which GET /v1/profile shows.
 type Profile struct {
-	ID                 string    `json:"customer_id"`
-	DefaultCallbackURL string    `json:"default_callback_url"`
-	CallbackAuthKey    string    `json:"callback_auth_key"`
-	SigningSecret      string    `json:"-"`
-	PreviousSecret     string    `json:"-"`
-	PreviousSecretEnds time.Time `json:"-"`
-	CreatedAt          time.Time `json:"created_at"`
+	ID                 string          `json:"customer_id"`
+	Env                environment.Env `json:"environment"`
+	DefaultCallbackURL string          `json:"default_callback_url"`
+	CallbackAuthKey    string          `json:"callback_auth_key"`
+	SigningSecret      string          `json:"-"`
+	PreviousSecret     string          `json:"-"`
+	PreviousSecretEnds time.Time       `json:"-"`
+	CreatedAt          time.Time       `json:"created_at"`
 	// Version grows with every change, so a cached copy can tell it is stale.
 	Version    int64 `json:"-"`
 	apiKeyHash string
@@ -92,7 +97,8 @@ type Store struct {
 	// keyOwners remembers which customer an API key's hash points to, so that authenticating a
 	// known key reads only the profile. It is safe to keep without expiry: a hash never comes to
 	// point at another customer, and the profile, read on every request, still decides (a
-	// rotated key fails its comparison at once, on every gateway).
+	// rotated key fails its comparison at once, on every gateway). A key authenticates only in
+	// the environment its prefix names, against that environment's hash.
 	ownersMu  sync.Mutex
 	keyOwners map[string]string
 }
@@ -105,64 +111,155 @@ func NewStore(rdb redis.UniversalClient, prefix string) *Store {
 	return &Store{rdb: rdb, prefix: prefix, now: time.Now}
 }
 
-func (s *Store) profileKey(id string) string  { return s.prefix + "{" + id + "}:profile" }
+// profileKey is the profile of one environment. The live profile keeps the key every profile
+// had before test environments existed, so a customer stored then is live as it stands.
+func (s *Store) profileKey(id string, env environment.Env) string {
+	return s.prefix + "{" + id + "}:" + env.KeyScope() + "profile"
+}
+
+// apiKeyKey points an API key's hash at its customer; the key's own prefix names the
+// environment (apiKeyPrefix), and the environment's profile holds the hash that decides.
 func (s *Store) apiKeyKey(hash string) string { return s.prefix + "apikey:" + hash }
+
+// apiKeyPrefix starts every API key of an environment, so a key says where it belongs.
+func apiKeyPrefix(env environment.Env) string { return "rk_" + env.String() + "_" }
+
+// envOfAPIKey is the environment an API key belongs to. Keys issued before test environments
+// existed are all live ones.
+func envOfAPIKey(key string) environment.Env {
+	if strings.HasPrefix(key, apiKeyPrefix(environment.Test)) {
+		return environment.Test
+	}
+	return environment.Live
+}
 
 // Credentials are the secrets handed out once, when a customer is created or a key rotated.
 type Credentials struct {
 	APIKey string
 }
 
-// Create makes a new customer with fresh secrets. The API key is returned once and only its hash
-// is stored.
-func (s *Store) Create(ctx context.Context, id, defaultURL string) (Profile, Credentials, error) {
-	apiKey := newToken("rk_live_")
-	hash := hashAPIKey(apiKey)
-	now := s.now().UTC()
-	p := Profile{
+// Created is what Create hands out: both environments' profiles and API keys.
+type Created struct {
+	Live, Test             Profile
+	LiveAPIKey, TestAPIKey string
+}
+
+// newProfile is a fresh profile of one environment with its own secrets.
+func newProfile(id string, env environment.Env, defaultURL string, now time.Time) (Profile, string) {
+	apiKey := newToken(apiKeyPrefix(env))
+	return Profile{
 		ID:                 id,
+		Env:                env,
 		DefaultCallbackURL: defaultURL,
 		CallbackAuthKey:    newToken("cbk_"),
 		SigningSecret:      signing.NewSecret(),
 		CreatedAt:          now,
-		apiKeyHash:         hash,
-	}
-	// The key's index entry goes first: should the profile write then fail, the entry points
-	// at no customer and authenticates nobody, and a retry of Create starts afresh. The other
-	// order could leave a customer whose only API key was never indexed.
-	if err := s.rdb.Set(ctx, s.apiKeyKey(hash), id, 0).Err(); err != nil {
-		return Profile{}, Credentials{}, fmt.Errorf("create customer: index api key: %w", err)
-	}
-	created, err := createScript.Run(ctx, s.rdb, []string{s.profileKey(id)},
-		"customer_id", id,
-		"default_callback_url", defaultURL,
-		"callback_auth_key", p.CallbackAuthKey,
-		"signing_secret", p.SigningSecret,
-		"api_key_hash", hash,
-		"created_at", now.Format(time.RFC3339Nano),
-		"version", 1,
-	).Int()
-	if err != nil || created == 0 {
-		s.rdb.Del(ctx, s.apiKeyKey(hash))
-	}
-	if err != nil {
-		return Profile{}, Credentials{}, fmt.Errorf("create customer: %w", err)
-	}
-	if created == 0 {
-		return Profile{}, Credentials{}, ErrExists
-	}
-	p.Version = 1
-	return p, Credentials{APIKey: apiKey}, nil
+		Version:            1,
+		apiKeyHash:         hashAPIKey(apiKey),
+	}, apiKey
 }
 
+// fields are a new profile's hash fields, as HSET arguments.
+func (p Profile) fields() []any {
+	return []any{
+		"customer_id", p.ID,
+		"default_callback_url", p.DefaultCallbackURL,
+		"callback_auth_key", p.CallbackAuthKey,
+		"signing_secret", p.SigningSecret,
+		"api_key_hash", p.apiKeyHash,
+		"created_at", p.CreatedAt.Format(time.RFC3339Nano),
+		"version", p.Version,
+	}
+}
+
+// Create makes a new customer with fresh secrets in both environments, both profiles starting
+// with defaultURL. The API keys are returned once and only their hashes are stored.
+func (s *Store) Create(ctx context.Context, id, defaultURL string) (Created, error) {
+	now := s.now().UTC()
+	live, liveKey := newProfile(id, environment.Live, defaultURL, now)
+	test, testKey := newProfile(id, environment.Test, defaultURL, now)
+	// The keys' index entries go first: should the profile write then fail, the entries point
+	// at no customer and authenticate nobody, and a retry of Create starts afresh. The other
+	// order could leave a customer whose only API key was never indexed.
+	indexed := []string{s.apiKeyKey(live.apiKeyHash), s.apiKeyKey(test.apiKeyHash)}
+	pipe := s.rdb.Pipeline()
+	for _, k := range indexed {
+		pipe.Set(ctx, k, id, 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return Created{}, fmt.Errorf("create customer: index api keys: %w", err)
+	}
+	args := append([]any{len(live.fields())}, live.fields()...)
+	args = append(args, test.fields()...)
+	created, err := createScript.Run(ctx, s.rdb,
+		[]string{s.profileKey(id, environment.Live), s.profileKey(id, environment.Test)}, args...).Int()
+	if err != nil || created == 0 {
+		s.rdb.Del(ctx, indexed...)
+	}
+	if err != nil {
+		return Created{}, fmt.Errorf("create customer: %w", err)
+	}
+	if created == 0 {
+		return Created{}, ErrExists
+	}
+	return Created{Live: live, Test: test, LiveAPIKey: liveKey, TestAPIKey: testKey}, nil
+}
+
+// createScript writes both profiles, or neither when the customer exists. ARGV[1] is how many
+// of the arguments after it are the live profile's fields; the rest are the test profile's.
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+local n = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2, n + 1))
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, n + 2))
 return 1`)
 
-// Get returns a profile, or ErrNotFound.
-func (s *Store) Get(ctx context.Context, id string) (Profile, error) {
-	m, err := s.rdb.HGetAll(ctx, s.profileKey(id)).Result()
+// Get returns a customer's profile in env, or ErrNotFound. A customer stored before test
+// environments existed has only its live profile: the first Get of its test profile creates one
+// (fresh callback auth key and signing secret, the live default callback URL, no API key until
+// EnableTest issues one) and leaves the live profile as it is.
+func (s *Store) Get(ctx context.Context, id string, env environment.Env) (Profile, error) {
+	p, err := s.read(ctx, id, env)
+	if !errors.Is(err, ErrNotFound) || env != environment.Test {
+		return p, err
+	}
+	fresh, _ := newProfile(id, environment.Test, "", s.now().UTC())
+	fresh.apiKeyHash = ""
+	if _, err := ensureTestScript.Run(ctx, s.rdb,
+		[]string{s.profileKey(id, environment.Live), s.profileKey(id, environment.Test)},
+		fresh.fields()...).Result(); err != nil {
+		return Profile{}, fmt.Errorf("create test environment: %w", err)
+	}
+	return s.read(ctx, id, env)
+}
+
+// ensureTestScript creates the test profile of a customer that has a live one and no test one;
+// the default callback URL is copied from the live profile.
+var ensureTestScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV))
+local url = redis.call('HGET', KEYS[1], 'default_callback_url')
+if url then redis.call('HSET', KEYS[2], 'default_callback_url', url) end
+return 1`)
+
+// EnableTest gives a customer its test environment if it has none yet, and issues a new test
+// API key (the one-off step for customers stored before test environments existed; run again,
+// it replaces the test API key and leaves everything else as it is).
+func (s *Store) EnableTest(ctx context.Context, id string) (Profile, Credentials, error) {
+	if _, err := s.Get(ctx, id, environment.Test); err != nil {
+		return Profile{}, Credentials{}, err
+	}
+	creds, err := s.RotateAPIKey(ctx, id, environment.Test)
+	if err != nil {
+		return Profile{}, Credentials{}, err
+	}
+	p, err := s.read(ctx, id, environment.Test)
+	return p, creds, err
+}
+
+func (s *Store) read(ctx context.Context, id string, env environment.Env) (Profile, error) {
+	m, err := s.rdb.HGetAll(ctx, s.profileKey(id, env)).Result()
 	if err != nil {
 		return Profile{}, fmt.Errorf("get customer: %w", err)
 	}
@@ -170,6 +267,7 @@ func (s *Store) Get(ctx context.Context, id string) (Profile, error) {
 		return Profile{}, ErrNotFound
 	}
 	p := Profile{
+		Env:                env,
 		ID:                 m["customer_id"],
 		DefaultCallbackURL: m["default_callback_url"],
 		CallbackAuthKey:    m["callback_auth_key"],
@@ -192,6 +290,7 @@ func (s *Store) Authenticate(ctx context.Context, apiKey string) (Profile, error
 		return Profile{}, ErrNotFound
 	}
 	hash := hashAPIKey(apiKey)
+	env := envOfAPIKey(apiKey)
 	s.ownersMu.Lock()
 	id, known := s.keyOwners[hash]
 	s.ownersMu.Unlock()
@@ -205,7 +304,7 @@ func (s *Store) Authenticate(ctx context.Context, apiKey string) (Profile, error
 			return Profile{}, fmt.Errorf("authenticate: %w", err)
 		}
 	}
-	p, err := s.Get(ctx, id)
+	p, err := s.read(ctx, id, env)
 	if errors.Is(err, ErrNotFound) {
 		s.forgetOwner(hash)
 	}
@@ -235,27 +334,28 @@ func (s *Store) forgetOwner(hash string) {
 	s.ownersMu.Unlock()
 }
 
-// SetDefaultCallbackURL changes (or, with "", clears) the default callback URL.
-func (s *Store) SetDefaultCallbackURL(ctx context.Context, id, url string) (Profile, error) {
-	if err := s.updateExisting(ctx, id, "default_callback_url", url); err != nil {
+// SetDefaultCallbackURL changes (or, with "", clears) env's default callback URL.
+func (s *Store) SetDefaultCallbackURL(ctx context.Context, id string, env environment.Env, url string) (Profile, error) {
+	if err := s.updateExisting(ctx, id, env, "default_callback_url", url); err != nil {
 		return Profile{}, err
 	}
-	return s.Get(ctx, id)
+	return s.read(ctx, id, env)
 }
 
-// RotateCallbackAuthKey replaces the Live Callback Auth Key; callbacks carry the new one at once.
-func (s *Store) RotateCallbackAuthKey(ctx context.Context, id string) (Profile, error) {
-	if err := s.updateExisting(ctx, id, "callback_auth_key", newToken("cbk_")); err != nil {
+// RotateCallbackAuthKey replaces env's callback auth key; callbacks carry the new one at once.
+func (s *Store) RotateCallbackAuthKey(ctx context.Context, id string, env environment.Env) (Profile, error) {
+	if err := s.updateExisting(ctx, id, env, "callback_auth_key", newToken("cbk_")); err != nil {
 		return Profile{}, err
 	}
-	return s.Get(ctx, id)
+	return s.read(ctx, id, env)
 }
 
-// RotateSigningSecret makes a new signing secret current. The one it replaces keeps signing
-// callbacks, beside the new one, for SecretOverlap.
-func (s *Store) RotateSigningSecret(ctx context.Context, id string) (Profile, error) {
+// RotateSigningSecret makes a new signing secret current in env. The one it replaces keeps
+// signing that environment's callbacks, beside the new one, for SecretOverlap; the other
+// environment's secret is not touched.
+func (s *Store) RotateSigningSecret(ctx context.Context, id string, env environment.Env) (Profile, error) {
 	ends := s.now().Add(SecretOverlap).UnixMilli()
-	n, err := rotateSecretScript.Run(ctx, s.rdb, []string{s.profileKey(id)},
+	n, err := rotateSecretScript.Run(ctx, s.rdb, []string{s.profileKey(id, env)},
 		signing.NewSecret(), ends).Int()
 	if err != nil {
 		return Profile{}, fmt.Errorf("rotate signing secret: %w", err)
@@ -263,7 +363,7 @@ func (s *Store) RotateSigningSecret(ctx context.Context, id string) (Profile, er
 	if n == 0 {
 		return Profile{}, ErrNotFound
 	}
-	return s.Get(ctx, id)
+	return s.read(ctx, id, env)
 }
 
 var rotateSecretScript = redis.NewScript(`
@@ -274,18 +374,18 @@ redis.call('HSET', KEYS[1], 'previous_signing_secret', cur, 'previous_secret_end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1`)
 
-// RotateAPIKey issues a new API key; the old one stops working at once.
-func (s *Store) RotateAPIKey(ctx context.Context, id string) (Credentials, error) {
-	p, err := s.Get(ctx, id)
+// RotateAPIKey issues a new API key for env; the old one stops working at once.
+func (s *Store) RotateAPIKey(ctx context.Context, id string, env environment.Env) (Credentials, error) {
+	p, err := s.read(ctx, id, env)
 	if err != nil {
 		return Credentials{}, err
 	}
-	apiKey := newToken("rk_live_")
+	apiKey := newToken(apiKeyPrefix(env))
 	hash := hashAPIKey(apiKey)
 	if err := s.rdb.Set(ctx, s.apiKeyKey(hash), id, 0).Err(); err != nil {
 		return Credentials{}, fmt.Errorf("rotate api key: %w", err)
 	}
-	if err := s.updateExisting(ctx, id, "api_key_hash", hash); err != nil {
+	if err := s.updateExisting(ctx, id, env, "api_key_hash", hash); err != nil {
 		return Credentials{}, err
 	}
 	if p.apiKeyHash != "" {
@@ -294,8 +394,8 @@ func (s *Store) RotateAPIKey(ctx context.Context, id string) (Credentials, error
 	return Credentials{APIKey: apiKey}, nil
 }
 
-func (s *Store) updateExisting(ctx context.Context, id, field, value string) error {
-	n, err := updateScript.Run(ctx, s.rdb, []string{s.profileKey(id)}, field, value).Int()
+func (s *Store) updateExisting(ctx context.Context, id string, env environment.Env, field, value string) error {
+	n, err := updateScript.Run(ctx, s.rdb, []string{s.profileKey(id, env)}, field, value).Int()
 	if err != nil {
 		return fmt.Errorf("update customer: %w", err)
 	}

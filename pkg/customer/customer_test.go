@@ -11,6 +11,7 @@ import (
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/signing"
 )
 
@@ -19,14 +20,15 @@ var ctx = context.Background()
 func TestCreate_authenticate_and_rotate(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	s := customer.NewStore(rdb, prefix)
-	p, creds, err := s.Create(ctx, "c1", "https://hooks.example/")
+	c, err := s.Create(ctx, "c1", "https://hooks.example/")
 	if err != nil {
 		t.Fatal(err)
 	}
+	p, creds := c.Live, customer.Credentials{APIKey: c.LiveAPIKey}
 	if !strings.HasPrefix(p.SigningSecret, "whsec_") || p.CallbackAuthKey == "" || creds.APIKey == "" || p.Version != 1 {
 		t.Fatalf("created %+v", p)
 	}
-	if _, _, err := s.Create(ctx, "c1", ""); !errors.Is(err, customer.ErrExists) {
+	if _, err := s.Create(ctx, "c1", ""); !errors.Is(err, customer.ErrExists) {
 		t.Errorf("second create: %v, want ErrExists", err)
 	}
 	// Only a hash of the API key is stored.
@@ -49,7 +51,7 @@ func TestCreate_authenticate_and_rotate(t *testing.T) {
 		}
 	}
 
-	rotated, err := s.RotateSigningSecret(ctx, "c1")
+	rotated, err := s.RotateSigningSecret(ctx, "c1", environment.Live)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +64,7 @@ func TestCreate_authenticate_and_rotate(t *testing.T) {
 	if keys, _ := rotated.SigningKeys(time.Now().Add(customer.SecretOverlap + time.Minute)); len(keys) != 1 {
 		t.Errorf("%d signing keys after the overlap, want 1", len(keys))
 	}
-	newCreds, err := s.RotateAPIKey(ctx, "c1")
+	newCreds, err := s.RotateAPIKey(ctx, "c1", environment.Live)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +74,7 @@ func TestCreate_authenticate_and_rotate(t *testing.T) {
 	if _, err := s.Authenticate(ctx, newCreds.APIKey); err != nil {
 		t.Errorf("the new API key does not work: %v", err)
 	}
-	final, _ := s.Get(ctx, "c1")
+	final, _ := s.Get(ctx, "c1", environment.Live)
 	if final.Version != 3 {
 		t.Errorf("version %d after two changes, want 3", final.Version)
 	}
@@ -84,10 +86,11 @@ func TestCreate_authenticate_and_rotate(t *testing.T) {
 func TestAuthenticate_rotated_key_fails_at_once_on_every_gateway(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	gatewayA, gatewayB := customer.NewStore(rdb, prefix), customer.NewStore(rdb, prefix)
-	_, creds, err := gatewayA.Create(ctx, "c1", "")
+	c, err := gatewayA.Create(ctx, "c1", "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	creds := customer.Credentials{APIKey: c.LiveAPIKey}
 	for range 3 {
 		if p, err := gatewayB.Authenticate(ctx, creds.APIKey); err != nil || p.ID != "c1" {
 			t.Fatalf("authenticate on B: %v %v", p.ID, err)
@@ -101,7 +104,7 @@ func TestAuthenticate_rotated_key_fails_at_once_on_every_gateway(t *testing.T) {
 		t.Fatalf("a known key needed the index entry: %v", err)
 	}
 	// ... but the profile still decides.
-	fresh, err := gatewayA.RotateAPIKey(ctx, "c1")
+	fresh, err := gatewayA.RotateAPIKey(ctx, "c1", environment.Live)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,10 +134,10 @@ func values(m map[string]string) []string {
 func TestSigningKeysDecodedOnceFollowTheSecret(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	s := customer.NewStore(rdb, prefix)
-	if _, _, err := s.Create(ctx, "c1", ""); err != nil {
+	if _, err := s.Create(ctx, "c1", ""); err != nil {
 		t.Fatal(err)
 	}
-	p, err := s.Get(ctx, "c1")
+	p, err := s.Get(ctx, "c1", environment.Live)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"unicode/utf8"
+
+	"refonte.ai/callbacks/pkg/environment"
 )
 
 // MaxSize is the largest event accepted, in bytes. The event is stored with the task status and
@@ -59,7 +61,10 @@ func ReasonOf(err error) (Reason, bool) {
 
 // Event is a decoded, valid task completion.
 type Event struct {
-	CustomerID  string
+	CustomerID string
+	// Environment is the customer's environment the task belongs to: live unless the event
+	// says "environment": "test". It decides the task's keys, its status and its credentials.
+	Environment environment.Env
 	TaskID      string
 	Status      string // "completed" or "error"
 	CallbackURL string // empty: use the customer's default
@@ -130,6 +135,18 @@ func Decode(raw []byte) (Event, error) {
 	}
 	if !ValidCustomerID(ev.CustomerID) {
 		return Event{}, Invalid(ReasonSchema, "customer_id must be 1 to 64 of A-Z a-z 0-9 _ -")
+	}
+	ev.Environment = environment.Live
+	if f.environment.present() {
+		name, err := stringField(raw, f.environment, "environment")
+		if err != nil {
+			return Event{}, err
+		}
+		env, ok := environment.Parse(name)
+		if !ok || name == "" {
+			return Event{}, Invalid(ReasonSchema, "environment must be live or test")
+		}
+		ev.Environment = env
 	}
 	if !f.task.present() || raw[f.task.start] != '{' {
 		return Event{}, Invalid(ReasonSchema, "task is required and must be an object")
@@ -225,9 +242,12 @@ func first(raw []byte) byte {
 
 // Marshal encodes the event as it travels on the stream; Decode(e.Marshal()) gives e back.
 func (e Event) Marshal() []byte {
-	b := make([]byte, 0, len(e.Task)+len(e.CustomerID)+32)
+	b := make([]byte, 0, len(e.Task)+len(e.CustomerID)+56)
 	b = append(b, `{"customer_id":"`...)
 	b = append(b, e.CustomerID...) // validated: [A-Za-z0-9_-], nothing to escape
+	if e.Environment == environment.Test {
+		b = append(b, `","environment":"test`...)
+	}
 	b = append(b, `","task":`...)
 	b = append(b, e.Task...)
 	return append(b, '}')
@@ -253,7 +273,8 @@ func (e Event) CallbackBody() []byte {
 // when it completed — and from nothing else, so a copy of the same completion published again
 // (a publisher's retry, a replay) carries the same webhook-id and receivers can deduplicate it,
 // while a later completion of the same task gets another (docs/events.md). Callers pass the
-// task's environment ("live" for events that do not name one).
+// task's environment (Event.Environment: "live" for events that do not name one), so a test
+// completion and a live one of the same task never share a webhook-id.
 func DerivedWebhookID(customerID, environment, taskID, completedAt string) string {
 	h := sha256.New()
 	// Customer, environment and task ids cannot hold a newline, so the parts cannot run into

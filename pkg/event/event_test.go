@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/schemas"
 )
@@ -164,5 +165,55 @@ func TestValidWebhookID(t *testing.T) {
 		if got := event.ValidWebhookID(id); got != want {
 			t.Errorf("ValidWebhookID(%q) = %v, want %v", id, got, want)
 		}
+	}
+}
+
+func TestDecode_environment(t *testing.T) {
+	for _, tc := range []struct {
+		name, field string
+		want        environment.Env
+		ok          bool
+	}{
+		{"absent is live", ``, environment.Live, true},
+		{"live", `"environment":"live",`, environment.Live, true},
+		{"test", `"environment":"test",`, environment.Test, true},
+		{"escaped test", `"environment":"t\u0065st",`, environment.Test, true},
+		{"empty", `"environment":"",`, "", false},
+		{"other name", `"environment":"staging",`, "", false},
+		{"case matters", `"environment":"Test",`, "", false},
+		{"null", `"environment":null,`, "", false},
+		{"not a string", `"environment":1,`, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := []byte(`{"customer_id":"c1",` + tc.field + `"task":{"task_id":"t1","status":"completed"}}`)
+			ev, err := event.Decode(raw)
+			if schemaErr := schemas.ValidateTaskCompleted(raw); (schemaErr == nil) != tc.ok {
+				t.Fatalf("schema says %v, want ok=%v", schemaErr, tc.ok)
+			}
+			if !tc.ok {
+				if r, _ := event.ReasonOf(err); r != event.ReasonSchema {
+					t.Fatalf("Decode = %v, want a schema violation", err)
+				}
+				return
+			}
+			if err != nil || ev.Environment != tc.want {
+				t.Fatalf("Decode = %q, %v; want %q", ev.Environment, err, tc.want)
+			}
+			again, err := event.Decode(ev.Marshal())
+			if err != nil || again.Environment != tc.want || !bytes.Equal(again.CallbackBody(), ev.CallbackBody()) {
+				t.Fatalf("round trip gave %q, %v", again.Environment, err)
+			}
+		})
+	}
+}
+
+// A task field named environment is the customer's own data, not the task's environment.
+func TestDecode_environment_inside_task_is_passed_through(t *testing.T) {
+	ev, err := event.Decode([]byte(`{"customer_id":"c1","task":{"task_id":"t1","status":"completed","environment":"test"}}`))
+	if err != nil || ev.Environment != environment.Live {
+		t.Fatalf("Decode = %q, %v; want live", ev.Environment, err)
+	}
+	if !strings.Contains(string(ev.CallbackBody()), `"environment":"test"`) {
+		t.Errorf("task field lost: %s", ev.CallbackBody())
 	}
 }

@@ -21,6 +21,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("{\"customer_id\":\"c1\",\"task\":{\"task_id\":\"t\",\"status\":\"completed\",\"x\":\"\\ud800\"}}"))
 	f.Add([]byte(`[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[`))
 	f.Add([]byte(`{"customer_id":"c1","task":{"task_id":"t","status":"completed","n":1e308}}`))
+	f.Add([]byte(`{"customer_id":"c1","environment":"test","task":{"task_id":"t","status":"completed"}}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		ev, err := event.Decode(raw)
 		if err != nil {
@@ -35,6 +36,9 @@ func FuzzDecode(f *testing.F) {
 		var compacted bytes.Buffer
 		if err := json.Compact(&compacted, ev.Task); err != nil || !bytes.Equal(compacted.Bytes(), ev.Task) {
 			t.Fatalf("task is not compact JSON: %q", ev.Task)
+		}
+		if again, err := event.Decode(ev.Marshal()); err != nil || again.Environment != ev.Environment {
+			t.Fatalf("Marshal/Decode round trip lost the environment %q: %v", ev.Environment, err)
 		}
 		body := ev.CallbackBody()
 		if !json.Valid(body) || !utf8.Valid(body) {
@@ -75,6 +79,13 @@ func FuzzDecodeAgreesWithSchema(f *testing.F) {
 		`{"customer_id":"c1","task":[{"task_id":"t","status":"error"}]}`,
 		`{"customer_id":"c1","task":{"x":{"task_id":"t","status":"error"}}}`,
 		`["customer_id"]`, `null`, `{"customer_id":1,"task":{}}`,
+		`{"customer_id":"c1","environment":"test","task":{"task_id":"t","status":"error"}}`,
+		`{"customer_id":"c1","environment":"live","task":{"task_id":"t","status":"error"}}`,
+		`{"customer_id":"c1","environment":"Test","task":{"task_id":"t","status":"error"}}`,
+		`{"customer_id":"c1","environment":"","task":{"task_id":"t","status":"error"}}`,
+		`{"customer_id":"c1","environment":null,"task":{"task_id":"t","status":"error"}}`,
+		`{"customer_id":"c1","environment":"t\u0065st","task":{"task_id":"t","status":"error"}}`,
+		`{"customer_id":"c1","task":{"task_id":"t","status":"error","environment":"bogus"}}`,
 	} {
 		f.Add([]byte(s))
 	}

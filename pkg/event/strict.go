@@ -34,7 +34,7 @@ func (sp span) present() bool { return sp.end > 0 }
 // fields are the spans of the values the contract names, found by exact key (encoding/json would
 // match keys case-insensitively, where the schema does not).
 type fields struct {
-	customerID, task                          span
+	customerID, environment, task             span
 	taskID, status, callbackURL, taskResponse span
 }
 
@@ -183,6 +183,8 @@ func (s *scanner) record(depth int, key string, sp span) {
 		s.found.customerID = sp
 	case depth == 1 && key == "task":
 		s.found.task = sp
+	case depth == 1 && key == "environment":
+		s.found.environment = sp
 	case depth == 2 && s.inTask:
 		switch key {
 		case "task_id":

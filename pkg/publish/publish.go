@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/pkg/tracing"
@@ -43,8 +44,10 @@ func (p *Publisher) StreamDifferences() []stream.Difference { return p.diffs }
 
 // Completion is one finished task.
 type Completion struct {
-	CustomerID string          `json:"customer_id"`
-	Task       json.RawMessage `json:"task"`
+	CustomerID string `json:"customer_id"`
+	// Environment is the customer's environment the task belongs to; empty is live.
+	Environment environment.Env `json:"environment,omitempty"`
+	Task        json.RawMessage `json:"task"`
 	// MsgID becomes Nats-Msg-Id and the callback's webhook-id. Empty: the id a worker derives
 	// for an event without one (event.DerivedWebhookID: customer, environment, task_id,
 	// completed_at), so that publishing the same completion twice (a retry after a timeout)
@@ -68,7 +71,7 @@ func (p *Publisher) Publish(ctx context.Context, c Completion) (*jetstream.PubAc
 	}
 	id := c.MsgID
 	if id == "" {
-		id = event.DerivedWebhookID(ev.CustomerID, "live", ev.TaskID, ev.CompletedAt())
+		id = event.DerivedWebhookID(ev.CustomerID, ev.Environment.String(), ev.TaskID, ev.CompletedAt())
 	}
 	msg := nats.NewMsg(stream.CompletedSubject(c.CustomerID))
 	msg.Data = raw

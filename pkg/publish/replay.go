@@ -67,7 +67,7 @@ func (p *Publisher) Replay(ctx context.Context, subject string, header map[strin
 		// decode gets none; the workers refuse it again and keep it with its reason.
 		id = ""
 		if ev, err := event.Decode(data); err == nil {
-			id = event.DerivedWebhookID(ev.CustomerID, "live", ev.TaskID, ev.CompletedAt())
+			id = event.DerivedWebhookID(ev.CustomerID, ev.Environment.String(), ev.TaskID, ev.CompletedAt())
 		}
 	}
 	if id != "" {

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/environment"
 )
 
 // One script call carries several deliveries' operations; one that fails (here a task key that
@@ -17,7 +18,7 @@ func TestBatch_one_failing_operation_does_not_fail_the_others(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := testenv.Redis(t)
 	s := NewStore(rdb, prefix, time.Hour)
-	if err := rdb.Set(ctx, s.recordKeys("c1", "broken")[0], "not a hash", time.Hour).Err(); err != nil {
+	if err := rdb.Set(ctx, s.recordKeys("c1", environment.Live, "broken")[0], "not a hash", time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	var calls []*call
@@ -25,7 +26,7 @@ func TestBatch_one_failing_operation_does_not_fail_the_others(t *testing.T) {
 		d := Delivery{CustomerID: "c1", TaskID: task, WebhookID: "w" + task, Task: []byte(`{}`), Chain: uint64(i + 1)}
 		args := []any{"begin", d.Chain, time.Now().UnixMilli(), 3600, d.WebhookID, []byte(d.Task), d.CustomerID,
 			d.TaskID, "https://x.example/", 21}
-		calls = append(calls, &call{keys: s.recordKeys(d.CustomerID, d.TaskID), args: args, reply: make(chan callResult, 1)})
+		calls = append(calls, &call{keys: s.recordKeys(d.CustomerID, environment.Live, d.TaskID), args: args, reply: make(chan callResult, 1)})
 	}
 	s.batch.exec(ctx, calls)
 	for i, c := range calls {
@@ -41,7 +42,7 @@ func TestBatch_one_failing_operation_does_not_fail_the_others(t *testing.T) {
 		}
 	}
 	for _, task := range []string{"t1", "t2"} {
-		if rec, err := s.Get(ctx, "c1", task); err != nil || rec.Attempts != 1 {
+		if rec, err := s.Get(ctx, "c1", environment.Live, task); err != nil || rec.Attempts != 1 {
 			t.Errorf("%s: %+v, %v; want one attempt recorded", task, rec, err)
 		}
 	}
@@ -49,7 +50,7 @@ func TestBatch_one_failing_operation_does_not_fail_the_others(t *testing.T) {
 
 // On Redis Cluster a script may only touch one slot: calls are grouped by their keys' hash tag.
 func TestBatch_groups_by_hash_tag_on_cluster(t *testing.T) {
-	keys := func(c string) []string { return (&Store{prefix: "p:"}).recordKeys(c, "t") }
+	keys := func(c string) []string { return (&Store{prefix: "p:"}).recordKeys(c, environment.Live, "t") }
 	batch := []*call{{keys: keys("a")}, {keys: keys("b")}, {keys: keys("a")}}
 	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
 	t.Cleanup(func() { _ = cluster.Close() })

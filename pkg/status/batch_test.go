@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 )
 
@@ -52,7 +53,7 @@ func TestStatus_concurrent_calls_are_batched_correctly(t *testing.T) {
 		t.Error(err)
 	}
 	for i := range n {
-		r, err := s.Get(ctx, "c1", fmt.Sprintf("t%d", i))
+		r, err := s.Get(ctx, "c1", environment.Live, fmt.Sprintf("t%d", i))
 		if err != nil || r.Succeeded == nil || !*r.Succeeded || r.Attempts != 3 || len(r.Log) != 3 {
 			t.Fatalf("task %d: %+v %v", i, r, err)
 		}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"refonte.ai/callbacks/pkg/environment"
 )
 
 // This file reads a customer's time index (the sorted set <prefix>{<customer>}:index that
@@ -70,10 +72,12 @@ const (
 // ErrBadQuery is returned for a query that makes no sense (a limit out of range).
 var ErrBadQuery = errors.New("status: bad query")
 
-func (s *Store) indexKey(customerID string) string { return s.prefix + "{" + customerID + "}:index" }
+func (s *Store) indexKey(customerID string, env environment.Env) string {
+	return s.keys(customerID, env, "")[2]
+}
 
 // List returns the customer's callbacks, newest activity first.
-func (s *Store) List(ctx context.Context, customerID string, q ListQuery) (Page, error) {
+func (s *Store) List(ctx context.Context, customerID string, env environment.Env, q ListQuery) (Page, error) {
 	if q.Limit < 1 || q.Limit > MaxListLimit {
 		return Page{}, fmt.Errorf("%w: limit %d, want 1 to %d", ErrBadQuery, q.Limit, MaxListLimit)
 	}
@@ -81,7 +85,7 @@ func (s *Store) List(ctx context.Context, customerID string, q ListQuery) (Page,
 	if maxScan <= 0 {
 		maxScan = DefaultMaxScan
 	}
-	index := s.indexKey(customerID)
+	index := s.indexKey(customerID, env)
 	pos := q.After
 	var page Page
 	scanned := 0
@@ -92,7 +96,7 @@ func (s *Store) List(ctx context.Context, customerID string, q ListQuery) (Page,
 			return Page{}, err
 		}
 		scanned += len(entries)
-		sums, err := s.summaries(ctx, customerID, entries)
+		sums, err := s.summaries(ctx, customerID, env, entries)
 		if err != nil {
 			return Page{}, err
 		}
@@ -157,7 +161,7 @@ var summaryFields = []string{"customer_id", "task_id", "state", "target", "succe
 
 // summaries reads the entries' task hashes and last log lines in one round trip. An entry whose
 // hash is gone (expired) or names another customer gives nil.
-func (s *Store) summaries(ctx context.Context, customerID string, entries []redis.Z) ([]*Summary, error) {
+func (s *Store) summaries(ctx context.Context, customerID string, env environment.Env, entries []redis.Z) ([]*Summary, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
@@ -165,7 +169,7 @@ func (s *Store) summaries(ctx context.Context, customerID string, entries []redi
 	fields := make([]*redis.SliceCmd, len(entries))
 	lasts := make([]*redis.Cmd, len(entries))
 	for i, z := range entries {
-		keys := s.keys(customerID, z.Member.(string))
+		keys := s.keys(customerID, env, z.Member.(string))
 		fields[i] = pipe.HMGet(ctx, keys[0], summaryFields...)
 		lasts[i] = s.lastLogs(ctx, pipe, keys, 1)
 	}
@@ -207,8 +211,8 @@ func summaryOf(customerID string, vals []any, last string, lastAttemptAt *time.T
 }
 
 // Lookup is one task's Summary, found by its id whether or not the index lists it yet.
-func (s *Store) Lookup(ctx context.Context, customerID, taskID string) (Summary, error) {
-	keys := s.keys(customerID, taskID)
+func (s *Store) Lookup(ctx context.Context, customerID string, env environment.Env, taskID string) (Summary, error) {
+	keys := s.keys(customerID, env, taskID)
 	pipe := s.rdb.Pipeline()
 	fields := pipe.HMGet(ctx, keys[0], summaryFields...)
 	last := s.lastLogs(ctx, pipe, keys, 1)
@@ -240,13 +244,13 @@ type Recent struct {
 
 // RecentAttempts returns the attempts made since then, read from the logs of the (at most
 // maxTasks) tasks most recently active, the last perTask entries of each.
-func (s *Store) RecentAttempts(ctx context.Context, customerID string, since time.Time, maxTasks, perTask int) (Recent, error) {
+func (s *Store) RecentAttempts(ctx context.Context, customerID string, env environment.Env, since time.Time, maxTasks, perTask int) (Recent, error) {
 	if maxTasks < 1 || perTask < 1 {
 		return Recent{}, fmt.Errorf("%w: maxTasks %d perTask %d", ErrBadQuery, maxTasks, perTask)
 	}
 	sinceMS := since.UnixMilli()
 	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: s.indexKey(customerID), Start: "+inf", Stop: strconv.FormatInt(sinceMS, 10),
+		Key: s.indexKey(customerID, env), Start: "+inf", Stop: strconv.FormatInt(sinceMS, 10),
 		ByScore: true, Rev: true, Count: int64(maxTasks) + 1,
 	}).Result()
 	if err != nil {
@@ -261,7 +265,7 @@ func (s *Store) RecentAttempts(ctx context.Context, customerID string, since tim
 		pipe := s.rdb.Pipeline()
 		logs := make([]*redis.Cmd, n)
 		for i, id := range ids[:n] {
-			logs[i] = s.lastLogs(ctx, pipe, s.keys(customerID, id), perTask)
+			logs[i] = s.lastLogs(ctx, pipe, s.keys(customerID, env, id), perTask)
 		}
 		if err := s.execScripts(ctx, pipe); err != nil {
 			return Recent{}, fmt.Errorf("status recent: %w", err)

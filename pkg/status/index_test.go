@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 )
 
@@ -48,7 +49,7 @@ func ids(p status.Page) []string {
 
 func list(t *testing.T, s *status.Store, c string, q status.ListQuery) status.Page {
 	t.Helper()
-	p, err := s.List(ctx, c, q)
+	p, err := s.List(ctx, c, environment.Live, q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,10 +149,10 @@ func TestIndex_filters_by_state_within_a_scan_budget(t *testing.T) {
 		t.Errorf("budgeted listing = %v in %d calls", got, calls)
 	}
 
-	if _, err := s.List(ctx, "c1", status.ListQuery{Limit: 0}); !errors.Is(err, status.ErrBadQuery) {
+	if _, err := s.List(ctx, "c1", environment.Live, status.ListQuery{Limit: 0}); !errors.Is(err, status.ErrBadQuery) {
 		t.Errorf("limit 0: %v", err)
 	}
-	if _, err := s.List(ctx, "c1", status.ListQuery{Limit: status.MaxListLimit + 1}); !errors.Is(err, status.ErrBadQuery) {
+	if _, err := s.List(ctx, "c1", environment.Live, status.ListQuery{Limit: status.MaxListLimit + 1}); !errors.Is(err, status.ErrBadQuery) {
 		t.Errorf("limit too large: %v", err)
 	}
 }
@@ -163,11 +164,11 @@ func TestIndex_lookup_finds_a_task_before_the_index_lists_it(t *testing.T) {
 	if _, err := s.Begin(ctx, d, "https://x.example/", 21, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := s.Lookup(ctx, "c1", "t1")
+	sum, err := s.Lookup(ctx, "c1", environment.Live, "t1")
 	if err != nil || sum.State != status.Pending || sum.LastAttemptAt != nil || sum.Last != nil {
 		t.Errorf("lookup = %+v, %v", sum, err)
 	}
-	if _, err := s.Lookup(ctx, "c2", "t1"); !errors.Is(err, status.ErrNotFound) {
+	if _, err := s.Lookup(ctx, "c2", environment.Live, "t1"); !errors.Is(err, status.ErrNotFound) {
 		t.Errorf("another customer's lookup: %v", err)
 	}
 	if p := list(t, s, "c1", status.ListQuery{Limit: 10}); len(p.Items) != 0 {
@@ -184,18 +185,18 @@ func TestIndex_recent_attempts_are_bounded(t *testing.T) {
 	}
 	attemptAt(t, s, "c1", "t0", now.Add(2*time.Minute), status.OutcomeSucceeded, 200)
 
-	r, err := s.RecentAttempts(ctx, "c1", now.Add(-24*time.Hour), 100, 10)
+	r, err := s.RecentAttempts(ctx, "c1", environment.Live, now.Add(-24*time.Hour), 100, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(r.Attempts) != 6 || r.Tasks != 5 || !r.Complete {
 		t.Errorf("recent = %d attempts of %d tasks, complete %v; want 6 of 5, complete", len(r.Attempts), r.Tasks, r.Complete)
 	}
-	r, _ = s.RecentAttempts(ctx, "c1", now.Add(-24*time.Hour), 2, 10)
+	r, _ = s.RecentAttempts(ctx, "c1", environment.Live, now.Add(-24*time.Hour), 2, 10)
 	if r.Tasks != 2 || r.Complete {
 		t.Errorf("bounded to 2 tasks: %d tasks, complete %v", r.Tasks, r.Complete)
 	}
-	r, _ = s.RecentAttempts(ctx, "c1", now.Add(-24*time.Hour), 100, 1)
+	r, _ = s.RecentAttempts(ctx, "c1", environment.Live, now.Add(-24*time.Hour), 100, 1)
 	if len(r.Attempts) != 5 || r.Complete {
 		t.Errorf("bounded to 1 attempt per task: %d attempts, complete %v", len(r.Attempts), r.Complete)
 	}

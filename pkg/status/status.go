@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"refonte.ai/callbacks/pkg/environment"
 )
 
 // State is where a task's callback stands.
@@ -67,19 +69,21 @@ func (s *Store) Load(ctx context.Context) error {
 	return readLogScript.Load(ctx, s.rdb).Err()
 }
 
-// keys are the keys one task's status touches: its hash, the list that held its attempt log
-// before the log moved into the hash (still read, never written), the customer's index and
-// profile. They share the {customer_id} hash tag, so they live in one Redis Cluster slot with
-// the customer's profile, whose version Begin reports (the profile key's form is pkg/customer's;
-// a test holds the two together).
-func (s *Store) keys(customerID, taskID string) []string {
-	tag := s.prefix + "{" + customerID + "}:"
+// keys are the keys one task's status touches in one environment: its hash, the list that held
+// its attempt log before the log moved into the hash (still read, never written), the
+// environment's index and profile. They share the {customer_id} hash tag, so they live in one
+// Redis Cluster slot with the customer's profiles, whose version Begin reports (the profile
+// key's form is pkg/customer's; a test holds the two together). A test task's keys carry the
+// environment (environment.Env.KeyScope); a live task's keep the form they had before test
+// environments existed, so a status written then is read as live.
+func (s *Store) keys(customerID string, env environment.Env, taskID string) []string {
+	tag := s.prefix + "{" + customerID + "}:" + env.KeyScope()
 	return []string{tag + "task:" + taskID, tag + "attempts:" + taskID, tag + "index", tag + "profile"}
 }
 
 // recordKeys are the keys record.lua writes: task hash, index, profile.
-func (s *Store) recordKeys(customerID, taskID string) []string {
-	tag := s.prefix + "{" + customerID + "}:"
+func (s *Store) recordKeys(customerID string, env environment.Env, taskID string) []string {
+	tag := s.prefix + "{" + customerID + "}:" + env.KeyScope()
 	return []string{tag + "task:" + taskID, tag + "index", tag + "profile"}
 }
 
@@ -91,9 +95,12 @@ func (s *Store) lastLogs(ctx context.Context, pipe redis.Pipeliner, keys []strin
 // Delivery identifies one delivery of a task's callback: the original, or a resend.
 type Delivery struct {
 	CustomerID string
-	TaskID     string
-	WebhookID  string
-	Task       json.RawMessage
+	// Env is the environment the task belongs to; the same task id in the other environment
+	// is another task.
+	Env       environment.Env
+	TaskID    string
+	WebhookID string
+	Task      json.RawMessage
 	// Chain is the stream sequence of the message that carries this delivery; a higher chain
 	// supersedes a lower one.
 	Chain uint64
@@ -134,7 +141,7 @@ func (s *Store) run(ctx context.Context, op string, d Delivery, now time.Time, e
 	args = append(args, op, d.Chain, now.UnixMilli(), int64(s.retention/time.Second),
 		d.WebhookID, []byte(d.Task), d.CustomerID, d.TaskID)
 	args = append(args, extra...)
-	res, err := s.batch.do(ctx, s.recordKeys(d.CustomerID, d.TaskID), args)
+	res, err := s.batch.do(ctx, s.recordKeys(d.CustomerID, d.Env, d.TaskID), args)
 	if err != nil {
 		return nil, fmt.Errorf("status %s: %w", op, err)
 	}
@@ -253,9 +260,9 @@ type Record struct {
 	Log           []AttemptLog    `json:"attempts"`
 }
 
-// Get reads one task's status and attempt log.
-func (s *Store) Get(ctx context.Context, customerID, taskID string) (Record, error) {
-	keys := s.keys(customerID, taskID)
+// Get reads one task's status and attempt log in env.
+func (s *Store) Get(ctx context.Context, customerID string, env environment.Env, taskID string) (Record, error) {
+	keys := s.keys(customerID, env, taskID)
 	pipe := s.rdb.Pipeline()
 	h := pipe.HGetAll(ctx, keys[0])
 	l := pipe.LRange(ctx, keys[1], 0, -1)

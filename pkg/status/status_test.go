@@ -10,6 +10,7 @@ import (
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 )
 
@@ -46,7 +47,7 @@ func finish(t *testing.T, s *status.Store, d status.Delivery, attempt int, o sta
 
 func get(t *testing.T, s *status.Store) status.Record {
 	t.Helper()
-	r, err := s.Get(ctx, "c1", "t1")
+	r, err := s.Get(ctx, "c1", environment.Live, "t1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,11 +219,11 @@ func TestStatus_log_keeps_the_newest_entries(t *testing.T) {
 	if rdb.HExists(ctx, prefix+"{c1}:task:t1", "l:5").Val() {
 		t.Error("entry 5 is still stored: old log entries are not deleted")
 	}
-	sum, err := s.Lookup(ctx, "c1", "t1")
+	sum, err := s.Lookup(ctx, "c1", environment.Live, "t1")
 	if err != nil || sum.Last == nil || sum.Last.Attempt != attempts {
 		t.Errorf("lookup: last %+v, %v; want attempt %d", sum.Last, err, attempts)
 	}
-	rec, err := s.RecentAttempts(ctx, "c1", time.Now().Add(-time.Hour), 10, 3)
+	rec, err := s.RecentAttempts(ctx, "c1", environment.Live, time.Now().Add(-time.Hour), 10, 3)
 	if err != nil || len(rec.Attempts) != 3 || rec.Attempts[2].Attempt != attempts || rec.Complete {
 		t.Errorf("recent: %+v, %v; want attempts 203..205, incomplete", rec, err)
 	}
@@ -251,7 +252,7 @@ func TestStatus_log_written_as_a_list_is_still_read(t *testing.T) {
 	if !slices.Equal(got, []int{1, 1, 2}) || r.Log[0].StatusCode != 500 {
 		t.Errorf("log attempts %v (first %+v), want the list's entry then 1, 2", got, r.Log[0])
 	}
-	rec, err := s.RecentAttempts(ctx, "c1", time.Now().Add(-time.Hour), 10, 3)
+	rec, err := s.RecentAttempts(ctx, "c1", environment.Live, time.Now().Add(-time.Hour), 10, 3)
 	if err != nil || len(rec.Attempts) != 3 || rec.Attempts[0].StatusCode != 500 {
 		t.Errorf("recent: %+v, %v; want the list's entry and both new ones", rec.Attempts, err)
 	}
@@ -268,7 +269,7 @@ func TestStatus_log_is_read_after_redis_lost_its_scripts(t *testing.T) {
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := s.Lookup(ctx, "c1", "t1")
+	sum, err := s.Lookup(ctx, "c1", environment.Live, "t1")
 	if err != nil || sum.Last == nil || sum.Last.Attempt != 1 {
 		t.Errorf("lookup after SCRIPT FLUSH: last %+v, %v", sum.Last, err)
 	}
@@ -312,17 +313,76 @@ func TestStatus_begin_reports_the_profile_version(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	s := status.NewStore(rdb, prefix, 48*time.Hour)
 	customers := customer.NewStore(rdb, prefix)
-	if _, _, err := customers.Create(ctx, "c1", ""); err != nil {
+	if _, err := customers.Create(ctx, "c1", ""); err != nil {
 		t.Fatal(err)
 	}
+	testTask := delivery(1)
+	testTask.Env = environment.Test
 	if b := begin(t, s, delivery(1), 21); b.ProfileVersion != 1 {
 		t.Fatalf("version %d, want 1", b.ProfileVersion)
 	}
-	p, err := customers.RotateCallbackAuthKey(ctx, "c1")
+	p, err := customers.RotateCallbackAuthKey(ctx, "c1", environment.Live)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b := begin(t, s, delivery(1), 21); b.ProfileVersion != p.Version || p.Version != 2 {
 		t.Errorf("after a rotation Begin reports %d, the profile has %d; want 2", b.ProfileVersion, p.Version)
+	}
+	// A test task reports its own environment's profile, which the live rotation left alone.
+	if b := begin(t, s, testTask, 21); b.ProfileVersion != 1 {
+		t.Errorf("a test task reports version %d, want the test profile's 1", b.ProfileVersion)
+	}
+	if _, err := customers.RotateSigningSecret(ctx, "c1", environment.Test); err != nil {
+		t.Fatal(err)
+	}
+	if b := begin(t, s, testTask, 21); b.ProfileVersion != 2 {
+		t.Errorf("after a test rotation a test task reports %d, want 2", b.ProfileVersion)
+	}
+}
+
+// The same task id in the two environments is two tasks, each with its own status, log and
+// index; a status written before environments existed (the same keys) reads as live.
+func TestStatus_environments_are_apart(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	s := status.NewStore(rdb, prefix, 48*time.Hour)
+	now := time.Now()
+	live := delivery(1)
+	test := delivery(2)
+	test.Env = environment.Test
+	test.WebhookID = "evt_test"
+	for _, d := range []status.Delivery{live, test} {
+		b := begin(t, s, d, 21)
+		if b.Verdict != status.Attempt || b.Attempt != 1 {
+			t.Fatalf("%s begin = %+v, want a first attempt", d.Env, b)
+		}
+	}
+	entry := &status.AttemptLog{Attempt: 1, Delivery: 1, At: now, StatusCode: 200}
+	if _, err := s.Finish(ctx, test, "http://test.example/", status.OutcomeSucceeded, entry, time.Time{}, now); err != nil {
+		t.Fatal(err)
+	}
+	failed := &status.AttemptLog{Attempt: 1, Delivery: 1, At: now, StatusCode: 500}
+	if _, err := s.Finish(ctx, live, "http://live.example/", status.OutcomeRetry, failed, now.Add(time.Minute), now); err != nil {
+		t.Fatal(err)
+	}
+	rl, err := s.Get(ctx, "c1", environment.Live, "t1")
+	if err != nil || rl.State != status.Retrying || rl.WebhookID != "evt_1" || rl.Succeeded != nil || rl.Log[0].StatusCode != 500 {
+		t.Fatalf("live task %+v %v", rl, err)
+	}
+	rt, err := s.Get(ctx, "c1", environment.Test, "t1")
+	if err != nil || rt.State != status.Succeeded || rt.WebhookID != "evt_test" || len(rt.Log) != 1 {
+		t.Fatalf("test task %+v %v", rt, err)
+	}
+	for env, want := range map[environment.Env]status.State{environment.Live: status.Retrying, environment.Test: status.Succeeded} {
+		page, err := s.List(ctx, "c1", env, status.ListQuery{Limit: 10})
+		if err != nil || len(page.Items) != 1 || page.Items[0].State != want {
+			t.Errorf("%s list = %+v, %v", env, page.Items, err)
+		}
+	}
+	// The old key form is the live one.
+	if n, _ := rdb.Exists(ctx, prefix+"{c1}:task:t1").Result(); n != 1 {
+		t.Error("a live task's status is not under the key it always had")
+	}
+	if n, _ := rdb.Exists(ctx, prefix+"{c1}:test:task:t1").Result(); n != 1 {
+		t.Error("a test task's status is not under its environment's key")
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
+
+	"refonte.ai/callbacks/pkg/environment"
 )
 
 // This file walks a window of a customer's time index oldest first, for bulk work such as the
@@ -31,7 +33,7 @@ type WindowEntry struct {
 // pos (a zero pos starts at fromMS), oldest first. An empty answer means the window is walked.
 // A task that is attempted again moves to the end of the index: past toMS when the window ends
 // before the attempt, so a walk never meets the same task twice for the same reason.
-func (s *Store) Window(ctx context.Context, customerID string, fromMS, toMS int64, pos WindowPos, limit int) ([]WindowEntry, error) {
+func (s *Store) Window(ctx context.Context, customerID string, env environment.Env, fromMS, toMS int64, pos WindowPos, limit int) ([]WindowEntry, error) {
 	if limit < 1 {
 		return nil, errors.New("status window: limit must be positive")
 	}
@@ -39,7 +41,7 @@ func (s *Store) Window(ctx context.Context, customerID string, fromMS, toMS int6
 	if start > toMS {
 		return nil, nil
 	}
-	index := s.keys(customerID, "")[2]
+	index := s.indexKey(customerID, env)
 	// Ties share a score and sort by task id; those at or before pos come first in the range,
 	// so page past them.
 	for offset := int64(0); ; offset += int64(limit) {
@@ -75,14 +77,14 @@ type Brief struct {
 }
 
 // Briefs reads the state and chain of many tasks in one round trip, in the order asked.
-func (s *Store) Briefs(ctx context.Context, customerID string, taskIDs []string) ([]Brief, error) {
+func (s *Store) Briefs(ctx context.Context, customerID string, env environment.Env, taskIDs []string) ([]Brief, error) {
 	if len(taskIDs) == 0 {
 		return nil, nil
 	}
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(taskIDs))
 	for i, id := range taskIDs {
-		cmds[i] = pipe.HMGet(ctx, s.keys(customerID, id)[0], "customer_id", "state", "chain")
+		cmds[i] = pipe.HMGet(ctx, s.keys(customerID, env, id)[0], "customer_id", "state", "chain")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("status briefs: %w", err)

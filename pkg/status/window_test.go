@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 )
 
@@ -30,7 +31,7 @@ func walk(t *testing.T, s *status.Store, c string, from, to time.Time, limit int
 	var out []string
 	var pos status.WindowPos
 	for range 100 {
-		page, err := s.Window(ctx, c, from.UnixMilli(), to.UnixMilli(), pos, limit)
+		page, err := s.Window(ctx, c, environment.Live, from.UnixMilli(), to.UnixMilli(), pos, limit)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +70,7 @@ func TestWindow_walks_oldest_first_within_the_bounds_through_ties(t *testing.T) 
 		t.Errorf("c2: %v", got)
 	}
 
-	briefs, err := s.Briefs(ctx, "c1", []string{"tie_0", "later", "missing"})
+	briefs, err := s.Briefs(ctx, "c1", environment.Live, []string{"tie_0", "later", "missing"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func TestWindow_walks_oldest_first_within_the_bounds_through_ties(t *testing.T) 
 		t.Errorf("briefs = %+v", briefs)
 	}
 	// Another customer's task of the same id is not found under c1.
-	if b, _ := s.Briefs(ctx, "c2", []string{"later"}); b[0].Found {
+	if b, _ := s.Briefs(ctx, "c2", environment.Live, []string{"later"}); b[0].Found {
 		t.Errorf("c2 sees c1's task: %+v", b)
 	}
 }

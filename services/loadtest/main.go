@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Customers, "customers", cfg.Customers, "customers the load is spread over")
 	fs.IntVar(&cfg.Hosts, "hosts", cfg.Hosts, "receiver ports, i.e. distinct callback hosts")
 	fs.IntVar(&cfg.PadBytes, "pad", 0, "extra bytes in each task's metadata")
+	fs.Float64Var(&cfg.SideRate, "side-rate", 0, "a second customer on an endpoint of its own publishes this many callbacks/s during the load; its latency is reported apart (0: none)")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "callbacks published per second (0: as fast as the fleet takes them, see -backlog)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to publish (0 with -count: until count)")
 	fs.Int64Var(&cfg.Count, "count", 0, "how many callbacks to publish (0: as many as -duration allows)")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
 )
@@ -79,7 +80,7 @@ func TestChaos_long_exhaustion_with_repeated_SIGKILL(t *testing.T) {
 		requests[taskID]++
 		mu.Unlock()
 		// The attempt in flight is the one Begin counted last.
-		if rec, err := f.statuses.Get(context.Background(), "c1", taskID); err != nil || rec.Attempts < 21 {
+		if rec, err := f.statuses.Get(context.Background(), "c1", environment.Live, taskID); err != nil || rec.Attempts < 21 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
@@ -148,4 +149,15 @@ func TestChaos_long_exhaustion_with_repeated_SIGKILL(t *testing.T) {
 	}, "every exhausted message is ended")
 	t.Logf("exhaustion under repeated SIGKILL: sent %d, all recorded failed/false, %d with the 21st attempt "+
 		"interrupted by a kill, %d kills, lost 0, done in %s", k, interrupted, kills, time.Since(start).Round(time.Millisecond))
+}
+
+// Four workers on three nats-server processes with a three-replica stream: each callback reaches
+// the receiver exactly once.
+func TestChaos_long_cluster_four_workers_20k_once(t *testing.T) {
+	clusterFleetNoFaults(t, 20_000)
+}
+
+// The same fleet, one worker and the stream's leader killed with SIGKILL at the same moment.
+func TestChaos_long_cluster_worker_and_stream_leader_SIGKILL_20k(t *testing.T) {
+	clusterFleetKill(t, 20_000)
 }

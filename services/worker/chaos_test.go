@@ -29,6 +29,7 @@ import (
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
@@ -411,7 +412,7 @@ func newFleetOn(t *testing.T, natsURL string, rt testenv.RedisTarget, vars map[s
 		statuses: status.NewStore(rdb, prefix, 0),
 	}
 	maps.Copy(f.env, vars)
-	if _, _, err := customer.NewStore(rdb, prefix).Create(context.Background(), "c1", ""); err != nil {
+	if _, err := customer.NewStore(rdb, prefix).Create(context.Background(), "c1", ""); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -436,7 +437,7 @@ func (w *worker) ready() bool {
 }
 
 func (f *fleet) record(taskID string) status.Record {
-	r, err := f.statuses.Get(context.Background(), "c1", taskID)
+	r, err := f.statuses.Get(context.Background(), "c1", environment.Live, taskID)
 	if err != nil && !errors.Is(err, status.ErrNotFound) {
 		f.t.Fatal(err)
 	}

@@ -20,9 +20,10 @@ import (
 
 // Hostile endpoints cannot starve the others. Three endpoints receive a thousand callbacks each
 // and misbehave — one never answers, one trickles its answer a byte at a time, one answers 500
-// at once — while a healthy endpoint receives a steady stream. Each host may hold only its share
-// of a worker's slots (WORKER_HOST_CONCURRENCY); messages over that share are deferred without
-// using an attempt, so the healthy endpoint keeps its latency.
+// at once — while a healthy endpoint receives a steady stream. Each host's concurrency limit adapts
+// (up to WORKER_HOST_CONCURRENCY): timeouts and 5xx bring the hostile hosts' limits down to one
+// delivery each, their queues fill and the rest of their messages are deferred without using an
+// attempt, and the healthy endpoint gets its turns and keeps its latency.
 func TestWorkerProcess_hostile_endpoints_do_not_starve_a_healthy_one(t *testing.T) {
 	perHostile := 1000
 	if os.Getenv("CHAOS_LONG") != "" {
@@ -81,13 +82,14 @@ func TestWorkerProcess_hostile_endpoints_do_not_starve_a_healthy_one(t *testing.
 	})
 	store := customer.NewStore(rdb, prefix)
 	for _, c := range []string{"hostile", "good"} {
-		if _, _, err := store.Create(ctx, c, ""); err != nil {
+		if _, err := store.Create(ctx, c, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
+	addr := testenv.FreeAddr(t)
 	testenv.Start(t, bin, map[string]string{
 		"NATS_URL": ns.URL(), "REDIS_URL": testenv.RedisURL(), "REDIS_PREFIX": prefix,
-		"CALLBACK_ALLOW_PRIVATE": "true", "METRICS_ADDR": testenv.FreeAddr(t),
+		"CALLBACK_ALLOW_PRIVATE": "true", "METRICS_ADDR": addr,
 		"CALLBACK_TIMEOUT": "3s", "WORKER_CONCURRENCY": "64", "WORKER_HOST_CONCURRENCY": "8",
 		"CALLBACK_RETRY_SCHEDULE": "5s" + repeat(",5s", 19), "LOG_LEVEL": "warn",
 	})
@@ -118,6 +120,12 @@ func TestWorkerProcess_hostile_endpoints_do_not_starve_a_healthy_one(t *testing.
 	tick.Stop()
 	testenv.Eventually(t, 30*time.Second, func() bool { return healthy.Count() >= healthyCount },
 		"every healthy callback delivered (have %d)", healthy.Count())
+	// The hanging host, still busy with its thousand, is down to its floor of one delivery.
+	var hangLimit int
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		hangLimit = hostLimit(readHosts(t, addr), hang.URL)
+		return hangLimit == 1
+	}, "the hanging host's limit falls to 1 (is %d)", hangLimit)
 
 	mu.Lock()
 	slices.Sort(latencies)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"refonte.ai/callbacks/pkg/conn"
@@ -31,6 +32,8 @@ import (
 
 func main() { service.Main("worker", run) }
 
+// run wires the worker: configuration, logging, connections, the pipeline and the operations
+// server; then it delivers until ctx ends.
 func run(ctx context.Context) error {
 	cfg, err := worker.LoadConfig(env.New())
 	if err != nil {
@@ -42,57 +45,90 @@ func run(ctx context.Context) error {
 	}
 	defer flush()
 
+	conns, err := connect(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer conns.close()
+	reg := prometheus.NewRegistry()
+	w, err := build(ctx, cfg, conns, reg, log)
+	if err != nil {
+		return err
+	}
+	stopOps := serveOps(cfg, conns, reg, w, log)
+	defer stopOps()
+
+	log.Info("worker started", zap.Int("concurrency", cfg.Concurrency), zap.String("consumer", cfg.Consumer),
+		zap.String("metrics_addr", cfg.MetricsAddr))
+	err = w.Run(ctx)
+	log.Info("worker stopped")
+	return err
+}
+
+// conns are the worker's connections to NATS and Redis.
+type conns struct {
+	nc  *nats.Conn
+	rdb redis.UniversalClient
+}
+
+func connect(cfg worker.Config, log *zap.Logger) (*conns, error) {
 	nc, err := conn.NATS(cfg.NATSURL, "refonte-worker", log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer nc.Close()
+	// The intake stages look up profiles beside the delivery slots: a few more connections.
 	rdb, err := conn.Redis(cfg.RedisURL, cfg.Concurrency+16)
 	if err != nil {
-		return err
+		nc.Close()
+		return nil, err
 	}
-	defer rdb.Close()
+	return &conns{nc: nc, rdb: rdb}, nil
+}
 
-	js, err := jetstream.New(nc)
+func (c *conns) close() {
+	_ = c.rdb.Close()
+	c.nc.Close()
+}
+
+// build sets up the stream and consumer and assembles the worker and its collaborators.
+func build(ctx context.Context, cfg worker.Config, c *conns, reg *prometheus.Registry, log *zap.Logger) (*worker.Worker, error) {
+	js, err := jetstream.New(c.nc)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	consumer, err := worker.SetupConsumer(ctx, js, cfg, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	profiles := customer.NewCache(customer.NewStore(rdb, cfg.RedisPrefix), cfg.ProfileCacheTTL)
-	if _, err := nc.Subscribe(stream.ProfileChanged, func(m *nats.Msg) { profiles.Invalidate(string(m.Data)) }); err != nil {
-		return err
+	profiles := customer.NewCache(customer.NewStore(c.rdb, cfg.RedisPrefix), cfg.ProfileCacheTTL)
+	if _, err := c.nc.Subscribe(stream.ProfileChanged, func(m *nats.Msg) { profiles.Invalidate(string(m.Data)) }); err != nil {
+		return nil, err
 	}
-	statuses := status.NewStore(rdb, cfg.RedisPrefix, cfg.Retention)
-
 	transports, err := worker.NewTransports(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		worker.NewConsumerCollector(consumer), version.Collector())
-	w, err := worker.New(cfg, worker.Deps{
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector(),
+		worker.NewConsumerCollector(consumer))
+	return worker.New(cfg, worker.Deps{
 		Consumer:   consumer,
 		Profiles:   profiles,
-		Status:     statuses,
-		Invalid:    quarantine.NewStore(rdb, cfg.RedisPrefix, 0),
+		Status:     status.NewStore(c.rdb, cfg.RedisPrefix, cfg.Retention),
+		Invalid:    quarantine.NewStore(c.rdb, cfg.RedisPrefix, 0),
 		Transports: transports,
 		Log:        log,
 		Metrics:    worker.NewMetrics(reg),
 	})
-	if err != nil {
-		return err
-	}
+}
 
+// serveOps serves /healthz, /readyz, /metrics, /hosts (the busiest endpoint hosts) and, when
+// enabled, pprof on METRICS_ADDR; the returned function stops it.
+func serveOps(cfg worker.Config, c *conns, reg *prometheus.Registry, w *worker.Worker, log *zap.Logger) (stop func()) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", health.Live)
-	mux.Handle("GET /readyz", health.Ready(map[string]health.Check{"nats": health.NATS(nc), "redis": health.Redis(rdb)}))
+	mux.Handle("GET /readyz", health.Ready(map[string]health.Check{"nats": health.NATS(c.nc), "redis": health.Redis(c.rdb)}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /hosts", w.HostsHandler())
 	if cfg.Profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -104,11 +140,5 @@ func run(ctx context.Context) error {
 			log.Error("metrics server stopped", zap.Error(err))
 		}
 	}()
-	defer srv.Close()
-
-	log.Info("worker started", zap.Int("concurrency", cfg.Concurrency), zap.String("consumer", cfg.Consumer),
-		zap.String("metrics_addr", cfg.MetricsAddr))
-	err = w.Run(ctx)
-	log.Info("worker stopped")
-	return err
+	return func() { _ = srv.Close() }
 }

@@ -75,7 +75,7 @@ func TestWorkerProcess_metrics_move_with_the_load(t *testing.T) {
 	ctx := context.Background()
 	ok := testenv.NewReceiver(t, nil)
 	failing := testenv.NewReceiver(t, testenv.Failing(1000, http.StatusInternalServerError))
-	if _, _, err := customer.NewStore(rdb, prefix).Create(ctx, "c1", ""); err != nil {
+	if _, err := customer.NewStore(rdb, prefix).Create(ctx, "c1", ""); err != nil {
 		t.Fatal(err)
 	}
 	addr := testenv.FreeAddr(t)
@@ -106,8 +106,9 @@ func TestWorkerProcess_metrics_move_with_the_load(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		m = scrape(t, addr)
 		return value(m["refonte_callback_deliveries_total"], map[string]string{"transport": "http", "result": "exhausted"}) == "1" &&
-			value(m["refonte_callback_deliveries_total"], map[string]string{"transport": "http", "result": "succeeded"}) == "20"
-	}, "deliveries counted: %v", m["refonte_callback_deliveries_total"])
+			value(m["refonte_callback_deliveries_total"], map[string]string{"transport": "http", "result": "succeeded", "environment": "live"}) == "20" &&
+			value(m["refonte_worker_held_messages"], nil) == "0"
+	}, "deliveries counted and the window empty: %v, held %v", m["refonte_callback_deliveries_total"], m["refonte_worker_held_messages"])
 
 	checks := []struct {
 		name   string
@@ -123,6 +124,10 @@ func TestWorkerProcess_metrics_move_with_the_load(t *testing.T) {
 		{"refonte_events_rejected_total", map[string]string{"reason": "unknown_customer"}, "0"},
 		{"refonte_consumer_ack_pending_messages", nil, "0"},
 		{"refonte_consumer_max_ack_pending", nil, "1e+06"},
+		// Everything settled: the window is empty again.
+		{"refonte_worker_held_messages", nil, "0"},
+		{"refonte_worker_queued_messages", nil, "0"},
+		{"refonte_callback_in_flight", nil, "0"},
 	}
 	for _, c := range checks {
 		if got := value(m[c.name], c.labels); got != c.want {

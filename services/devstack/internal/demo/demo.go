@@ -160,17 +160,21 @@ func (d *runner) ensureCustomer(ctx context.Context) error {
 	switch code {
 	case http.StatusCreated:
 		var c struct {
-			CustomerID         string `json:"customer_id"`
-			APIKey             string `json:"api_key"`
-			CallbackAuthKey    string `json:"callback_auth_key"`
-			SigningSecret      string `json:"signing_secret"`
-			DefaultCallbackURL string `json:"default_callback_url"`
+			CustomerID          string `json:"customer_id"`
+			APIKey              string `json:"api_key"`
+			CallbackAuthKey     string `json:"callback_auth_key"`
+			SigningSecret       string `json:"signing_secret"`
+			TestAPIKey          string `json:"test_api_key"`
+			TestCallbackAuthKey string `json:"test_callback_auth_key"`
+			TestSigningSecret   string `json:"test_signing_secret"`
+			DefaultCallbackURL  string `json:"default_callback_url"`
 		}
 		if err := json.Unmarshal(resp, &c); err != nil || c.APIKey == "" || c.SigningSecret == "" || c.CallbackAuthKey == "" {
 			return fmt.Errorf("create the demo customer: unexpected answer %s", excerpt(resp))
 		}
 		d.keys = keyfile.Keys{CustomerID: c.CustomerID, APIKey: c.APIKey, CallbackAuthKey: c.CallbackAuthKey,
-			SigningSecret: c.SigningSecret, DefaultCallbackURL: c.DefaultCallbackURL}
+			SigningSecret: c.SigningSecret, TestAPIKey: c.TestAPIKey, TestCallbackAuthKey: c.TestCallbackAuthKey,
+			TestSigningSecret: c.TestSigningSecret, DefaultCallbackURL: c.DefaultCallbackURL}
 		if err := keyfile.Write(d.cfg.KeysFile, d.keys); err != nil {
 			return fmt.Errorf("write the demo keys: %w", err)
 		}

@@ -13,13 +13,17 @@ import (
 	"strings"
 )
 
-// Keys are one customer's credentials as the admin API hands them out (docs/api.md).
+// Keys are one customer's credentials as the admin API hands them out (docs/api.md): the live
+// environment's, and the test environment's (docs/environments.md).
 type Keys struct {
-	CustomerID         string
-	APIKey             string
-	CallbackAuthKey    string
-	SigningSecret      string
-	DefaultCallbackURL string
+	CustomerID          string
+	APIKey              string
+	CallbackAuthKey     string
+	SigningSecret       string
+	TestAPIKey          string
+	TestCallbackAuthKey string
+	TestSigningSecret   string
+	DefaultCallbackURL  string
 }
 
 // ErrIncomplete: the file is there but lacks the keys a receiver needs.
@@ -31,6 +35,9 @@ const (
 	varAuthKey     = "DEMO_CALLBACK_AUTH_KEY"
 	varSecret      = "DEMO_SIGNING_SECRET"
 	varDefaultURL  = "DEMO_DEFAULT_CALLBACK_URL"
+	varTestAPIKey  = "DEMO_TEST_API_KEY"
+	varTestAuthKey = "DEMO_TEST_CALLBACK_AUTH_KEY"
+	varTestSecret  = "DEMO_TEST_SIGNING_SECRET"
 	fileHeaderNote = "# Demo customer of the local stack, written by `devstack demo`. Secrets: do not commit.\n"
 )
 
@@ -40,7 +47,8 @@ func Write(path string, k Keys) error {
 	b.WriteString(fileHeaderNote)
 	for _, kv := range [][2]string{
 		{varCustomerID, k.CustomerID}, {varAPIKey, k.APIKey}, {varAuthKey, k.CallbackAuthKey},
-		{varSecret, k.SigningSecret}, {varDefaultURL, k.DefaultCallbackURL},
+		{varSecret, k.SigningSecret}, {varTestAPIKey, k.TestAPIKey}, {varTestAuthKey, k.TestCallbackAuthKey},
+		{varTestSecret, k.TestSigningSecret}, {varDefaultURL, k.DefaultCallbackURL},
 	} {
 		fmt.Fprintf(&b, "%s='%s'\n", kv[0], strings.ReplaceAll(kv[1], "'", ""))
 	}
@@ -80,6 +88,9 @@ func Read(path string) (Keys, error) {
 	k := Keys{
 		CustomerID: vals[varCustomerID], APIKey: vals[varAPIKey], CallbackAuthKey: vals[varAuthKey],
 		SigningSecret: vals[varSecret], DefaultCallbackURL: vals[varDefaultURL],
+		// Absent from a file written before test environments: the receiver then checks live
+		// callbacks only.
+		TestAPIKey: vals[varTestAPIKey], TestCallbackAuthKey: vals[varTestAuthKey], TestSigningSecret: vals[varTestSecret],
 	}
 	if k.CallbackAuthKey == "" || k.SigningSecret == "" {
 		return Keys{}, fmt.Errorf("%s: %w (want %s and %s)", path, ErrIncomplete, varAuthKey, varSecret)

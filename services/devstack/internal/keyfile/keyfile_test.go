@@ -12,7 +12,8 @@ import (
 func TestKeyfile_round_trip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "demo.env")
 	want := keyfile.Keys{CustomerID: "demo", APIKey: "rk_live_abc", CallbackAuthKey: "cbk_x",
-		SigningSecret: "whsec_c2VjcmV0+/=", DefaultCallbackURL: "http://127.0.0.1:8090/callbacks"}
+		SigningSecret: "whsec_c2VjcmV0+/=", TestAPIKey: "rk_test_abc", TestCallbackAuthKey: "cbk_t",
+		TestSigningSecret: "whsec_dGVzdA==", DefaultCallbackURL: "http://127.0.0.1:8090/callbacks"}
 	if err := keyfile.Write(path, want); err != nil {
 		t.Fatal(err)
 	}

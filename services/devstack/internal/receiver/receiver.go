@@ -68,6 +68,8 @@ type Callback struct {
 	WebhookID string    `json:"webhook_id"`
 	TaskID    string    `json:"task_id"`
 	Status    string    `json:"status"`
+	// Environment is whose credentials the callback carried: live or test.
+	Environment string `json:"environment"`
 	// Attempt counts the verified requests seen for this webhook-id, this one included.
 	Attempt int    `json:"attempt"`
 	Code    int    `json:"code"`
@@ -120,7 +122,7 @@ func (r *Receiver) callback(w http.ResponseWriter, req *http.Request) {
 		level = slog.LevelWarn
 	}
 	r.cfg.Log.Log(req.Context(), level, "callback",
-		"code", code, "task_id", cb.TaskID, "status", cb.Status, "webhook_id", cb.WebhookID,
+		"code", code, "task_id", cb.TaskID, "status", cb.Status, "environment", cb.Environment, "webhook_id", cb.WebhookID,
 		"attempt_seen", cb.Attempt, "note", note)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -141,10 +143,19 @@ func (r *Receiver) check(req *http.Request, cb *Callback) (int, string) {
 		// No keys yet: refuse, so the platform retries once the demo has written them.
 		return http.StatusServiceUnavailable, "no customer keys yet: " + err.Error()
 	}
-	if subtle.ConstantTimeCompare([]byte(req.Header.Get(AuthHeader)), []byte(keys.CallbackAuthKey)) != 1 {
+	// The auth key says which environment the callback claims; the signature must then verify
+	// with that environment's secret, never the other's.
+	auth := []byte(req.Header.Get(AuthHeader))
+	secret := ""
+	switch {
+	case subtle.ConstantTimeCompare(auth, []byte(keys.CallbackAuthKey)) == 1:
+		cb.Environment, secret = "live", keys.SigningSecret
+	case keys.TestCallbackAuthKey != "" && subtle.ConstantTimeCompare(auth, []byte(keys.TestCallbackAuthKey)) == 1:
+		cb.Environment, secret = "test", keys.TestSigningSecret
+	default:
 		return http.StatusUnauthorized, "wrong or missing " + AuthHeader + " header"
 	}
-	wh, err := standardwebhooks.NewWebhook(keys.SigningSecret)
+	wh, err := standardwebhooks.NewWebhook(secret)
 	if err != nil {
 		return http.StatusInternalServerError, "the signing secret is unusable: " + err.Error()
 	}
@@ -168,7 +179,7 @@ func (r *Receiver) check(req *http.Request, cb *Callback) (int, string) {
 	if strings.Contains(cb.TaskID, "flaky") && cb.Attempt <= r.cfg.FlakyFailures {
 		return http.StatusServiceUnavailable, fmt.Sprintf("verified; flaky task: failing attempt %d of %d on purpose", cb.Attempt, r.cfg.FlakyFailures)
 	}
-	return http.StatusOK, "verified: auth header and signature match"
+	return http.StatusOK, "verified: " + cb.Environment + " auth header and signature match"
 }
 
 func (r *Receiver) record(cb Callback) {
@@ -186,8 +197,8 @@ func (r *Receiver) listText(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, "Sample receiver: %d callback request(s), newest first.\n\n", len(cbs))
 	for i := len(cbs) - 1; i >= 0; i-- {
 		c := cbs[i]
-		fmt.Fprintf(w, "%s  %d  task=%s status=%s webhook-id=%s attempt=%d  %s\n",
-			c.At.Format(time.RFC3339), c.Code, c.TaskID, c.Status, c.WebhookID, c.Attempt, c.Note)
+		fmt.Fprintf(w, "%s  %d  task=%s status=%s environment=%s webhook-id=%s attempt=%d  %s\n",
+			c.At.Format(time.RFC3339), c.Code, c.TaskID, c.Status, c.Environment, c.WebhookID, c.Attempt, c.Note)
 	}
 }
 

@@ -30,7 +30,8 @@ type fixture struct {
 
 func start(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{keys: keyfile.Keys{CallbackAuthKey: "cbk_test", SigningSecret: newSecret()}}
+	f := &fixture{keys: keyfile.Keys{CallbackAuthKey: "cbk_live", SigningSecret: newSecret(),
+		TestCallbackAuthKey: "cbk_test", TestSigningSecret: newSecret()}}
 	r, err := receiver.New(receiver.Config{
 		Keys:          func() (keyfile.Keys, error) { return f.keys, nil },
 		FlakyFailures: 2,
@@ -79,6 +80,24 @@ func TestReceiver_accepts_a_signed_callback(t *testing.T) {
 	got := f.r.Received()
 	if len(got) != 1 || got[0].TaskID != "task-1" || got[0].WebhookID != "evt_1" || got[0].Attempt != 1 {
 		t.Fatalf("received %+v", got)
+	}
+}
+
+// A test callback is checked against the test keys: accepted with the test key and the test
+// signature, refused with the test key and the live signature.
+func TestReceiver_checks_each_environment_with_its_own_secret(t *testing.T) {
+	f := start(t)
+	if code := f.post(t, "evt_t", "task-t", f.keys.TestCallbackAuthKey, f.keys.TestSigningSecret); code != 200 {
+		t.Fatalf("test callback: code %d, want 200", code)
+	}
+	if got := f.r.Received(); len(got) != 1 || got[0].Environment != "test" {
+		t.Fatalf("received %+v, want one test callback", got)
+	}
+	if code := f.post(t, "evt_x", "task-x", f.keys.TestCallbackAuthKey, f.keys.SigningSecret); code != 401 {
+		t.Fatalf("test auth key with the live signature: code %d, want 401", code)
+	}
+	if code := f.post(t, "evt_y", "task-y", f.keys.CallbackAuthKey, f.keys.TestSigningSecret); code != 401 {
+		t.Fatalf("live auth key with the test signature: code %d, want 401", code)
 	}
 }
 

@@ -19,24 +19,28 @@ import (
 	"go.uber.org/zap"
 
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/services/gateway/internal/recovery"
 )
 
+// profileStore keeps each customer's two profiles (live and test). An API key authenticates in
+// its own environment only, and every change names the environment it applies to.
 type profileStore interface {
-	Create(ctx context.Context, id, defaultURL string) (customer.Profile, customer.Credentials, error)
+	Create(ctx context.Context, id, defaultURL string) (customer.Created, error)
+	EnableTest(ctx context.Context, id string) (customer.Profile, customer.Credentials, error)
 	Authenticate(ctx context.Context, apiKey string) (customer.Profile, error)
-	SetDefaultCallbackURL(ctx context.Context, id, url string) (customer.Profile, error)
-	RotateCallbackAuthKey(ctx context.Context, id string) (customer.Profile, error)
-	RotateSigningSecret(ctx context.Context, id string) (customer.Profile, error)
-	RotateAPIKey(ctx context.Context, id string) (customer.Credentials, error)
-	Get(ctx context.Context, id string) (customer.Profile, error)
+	SetDefaultCallbackURL(ctx context.Context, id string, env environment.Env, url string) (customer.Profile, error)
+	RotateCallbackAuthKey(ctx context.Context, id string, env environment.Env) (customer.Profile, error)
+	RotateSigningSecret(ctx context.Context, id string, env environment.Env) (customer.Profile, error)
+	RotateAPIKey(ctx context.Context, id string, env environment.Env) (customer.Credentials, error)
+	Get(ctx context.Context, id string, env environment.Env) (customer.Profile, error)
 }
 
 type statusStore interface {
-	Get(ctx context.Context, customerID, taskID string) (status.Record, error)
+	Get(ctx context.Context, customerID string, env environment.Env, taskID string) (status.Record, error)
 	Queue(ctx context.Context, d status.Delivery, now time.Time) (int, error)
 	callbackIndex
 }
@@ -148,6 +152,7 @@ func New(cfg Config, d Deps) (*API, error) {
 	}
 	if cfg.AdminToken != "" {
 		a.handle("POST", "/admin/v1/customers", a.authAdmin(http.HandlerFunc(a.createCustomer)))
+		a.handle("POST", "/admin/v1/customers/{customerId}/test-environment", a.authAdmin(http.HandlerFunc(a.enableTestEnvironment)))
 		if d.Invalid != nil && d.Replayer != nil {
 			a.invalidMetrics = newInvalidMetrics(d.Registry, d.Invalid)
 			a.handle("GET", "/admin/v1/invalid-events", a.authAdmin(http.HandlerFunc(a.listInvalidEvents)))

@@ -41,6 +41,7 @@ func (a *API) authCustomer(h customerHandler) http.Handler {
 		}
 		if info := infoFrom(r.Context()); info != nil {
 			info.customerID = p.ID
+			info.environment = p.Env
 		}
 		h(w, r, p)
 	})

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/status"
 )
@@ -20,9 +21,9 @@ import (
 // callbackIndex is what the dashboard's JSON endpoints read: the per-customer index of recent
 // callbacks (pkg/status/index.go).
 type callbackIndex interface {
-	List(ctx context.Context, customerID string, q status.ListQuery) (status.Page, error)
-	Lookup(ctx context.Context, customerID, taskID string) (status.Summary, error)
-	RecentAttempts(ctx context.Context, customerID string, since time.Time, maxTasks, perTask int) (status.Recent, error)
+	List(ctx context.Context, customerID string, env environment.Env, q status.ListQuery) (status.Page, error)
+	Lookup(ctx context.Context, customerID string, env environment.Env, taskID string) (status.Summary, error)
+	RecentAttempts(ctx context.Context, customerID string, env environment.Env, since time.Time, maxTasks, perTask int) (status.Recent, error)
 }
 
 // callbackSummaryView is one item of GET /v1/callbacks.
@@ -86,7 +87,7 @@ func (a *API) listCallbacks(w http.ResponseWriter, r *http.Request, p customer.P
 			writeJSON(w, http.StatusOK, out)
 			return
 		}
-		sum, err := a.Status.Lookup(r.Context(), p.ID, id)
+		sum, err := a.Status.Lookup(r.Context(), p.ID, p.Env, id)
 		switch {
 		case errors.Is(err, status.ErrNotFound):
 		case err != nil:
@@ -99,7 +100,7 @@ func (a *API) listCallbacks(w http.ResponseWriter, r *http.Request, p customer.P
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
-	page, err := a.Status.List(r.Context(), p.ID, lq)
+	page, err := a.Status.List(r.Context(), p.ID, p.Env, lq)
 	if err != nil {
 		a.Log.Warn("listing callbacks failed", zap.String("customer_id", p.ID), zap.Error(err))
 		unavailable(w)
@@ -165,7 +166,7 @@ func (a *API) getCallbackBody(w http.ResponseWriter, r *http.Request, p customer
 	if !ok {
 		return
 	}
-	ev, err := event.Decode(storedEvent(p.ID, rec.Task))
+	ev, err := event.Decode(storedEvent(p.ID, p.Env, rec.Task))
 	if err != nil {
 		a.Log.Error("stored task is unreadable", zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID), zap.Error(err))
 		writeError(w, http.StatusInternalServerError, "stored task is unreadable")
@@ -218,7 +219,7 @@ func (a *API) callbackStats(w http.ResponseWriter, r *http.Request, p customer.P
 	}
 	now := a.now().UTC()
 	from := now.Truncate(time.Hour).Add(-(statsHours - 1) * time.Hour)
-	recent, err := a.Status.RecentAttempts(r.Context(), p.ID, from, statsMaxTasks, statsPerTask)
+	recent, err := a.Status.RecentAttempts(r.Context(), p.ID, p.Env, from, statsMaxTasks, statsPerTask)
 	if err != nil {
 		a.Log.Warn("reading recent attempts failed", zap.String("customer_id", p.ID), zap.Error(err))
 		unavailable(w)

@@ -288,11 +288,14 @@ func (h *harness) as(apiKey, method, path string, body any) response {
 
 // created is the admin API's answer.
 type created struct {
-	CustomerID         string `json:"customer_id"`
-	APIKey             string `json:"api_key"`
-	CallbackAuthKey    string `json:"callback_auth_key"`
-	SigningSecret      string `json:"signing_secret"`
-	DefaultCallbackURL string `json:"default_callback_url"`
+	CustomerID          string `json:"customer_id"`
+	APIKey              string `json:"api_key"`
+	CallbackAuthKey     string `json:"callback_auth_key"`
+	SigningSecret       string `json:"signing_secret"`
+	TestAPIKey          string `json:"test_api_key"`
+	TestCallbackAuthKey string `json:"test_callback_auth_key"`
+	TestSigningSecret   string `json:"test_signing_secret"`
+	DefaultCallbackURL  string `json:"default_callback_url"`
 }
 
 // createCustomer creates a customer through the admin API.
@@ -308,7 +311,7 @@ func (h *harness) createCustomer(id, defaultURL string) created {
 	if err := json.Unmarshal(res.Body, &c); err != nil {
 		h.t.Fatal(err)
 	}
-	h.remember(c.APIKey, c.CallbackAuthKey, c.SigningSecret)
+	h.remember(c.APIKey, c.CallbackAuthKey, c.SigningSecret, c.TestAPIKey, c.TestCallbackAuthKey, c.TestSigningSecret)
 	return c
 }
 

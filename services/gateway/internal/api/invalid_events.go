@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"math"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/quarantine"
@@ -74,15 +76,18 @@ func newInvalidMetrics(reg prometheus.Registerer, store invalidStore) *invalidMe
 // UTF-8 (raw_encoding "utf8", what nearly every event is: JSON), else base64 (raw_encoding
 // "base64"), so what is shown is always exactly what was received.
 type invalidEventView struct {
-	ID         string              `json:"id"`
-	Subject    string              `json:"subject"`
-	CustomerID *string             `json:"customer_id"`
-	Reason     string              `json:"reason"`
-	Detail     string              `json:"detail"`
-	ReceivedAt time.Time           `json:"received_at"`
-	RawBytes   int                 `json:"raw_bytes"`
-	Truncated  bool                `json:"truncated"`
-	Headers    map[string][]string `json:"headers,omitempty"`
+	ID         string  `json:"id"`
+	Subject    string  `json:"subject"`
+	CustomerID *string `json:"customer_id"`
+	// Environment is the one the event names, when its bytes say: an event refused for an
+	// unknown customer, say, still belongs to the live or the test environment.
+	Environment *environment.Env    `json:"environment"`
+	Reason      string              `json:"reason"`
+	Detail      string              `json:"detail"`
+	ReceivedAt  time.Time           `json:"received_at"`
+	RawBytes    int                 `json:"raw_bytes"`
+	Truncated   bool                `json:"truncated"`
+	Headers     map[string][]string `json:"headers,omitempty"`
 	// Raw and RawEncoding are only in the detail (GET by id), not in lists.
 	RawEncoding string  `json:"raw_encoding,omitempty"`
 	Raw         *string `json:"raw,omitempty"`
@@ -94,6 +99,7 @@ func viewInvalidEvent(e quarantine.Event, full bool) invalidEventView {
 	if c, _, ok := stream.ParseSubject(e.Subject); ok && event.ValidCustomerID(c) {
 		v.CustomerID = &c
 	}
+	v.Environment = namedEnvironment(e)
 	if !full {
 		return v
 	}
@@ -108,6 +114,27 @@ func viewInvalidEvent(e quarantine.Event, full bool) invalidEventView {
 	}
 	v.Raw = &raw
 	return v
+}
+
+// namedEnvironment reads the top-level environment of a refused event's bytes: live when a
+// whole JSON object has none, nil when the bytes do not say.
+func namedEnvironment(e quarantine.Event) *environment.Env {
+	if e.Truncated {
+		return nil
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(e.Raw, &doc); err != nil {
+		return nil
+	}
+	var name string
+	if raw, ok := doc["environment"]; ok && json.Unmarshal(raw, &name) != nil {
+		return nil
+	}
+	env, ok := environment.Parse(name)
+	if !ok || (name == "" && doc["environment"] != nil) {
+		return nil
+	}
+	return &env
 }
 
 type invalidEventListView struct {

@@ -22,6 +22,7 @@ type invalidEventView struct {
 	ID          string              `json:"id"`
 	Subject     string              `json:"subject"`
 	CustomerID  *string             `json:"customer_id"`
+	Environment *string             `json:"environment"`
 	Reason      string              `json:"reason"`
 	Detail      string              `json:"detail"`
 	ReceivedAt  time.Time           `json:"received_at"`
@@ -93,6 +94,12 @@ func TestInvalidEvents_unknown_customer_is_kept_and_its_replay_is_delivered_once
 	if all.Events[0].RawBytes != 64<<10 || !all.Events[0].Truncated || all.Events[1].Reason != "malformed_json" ||
 		all.Events[2].Reason != "unknown_customer" {
 		t.Errorf("list, newest first: %+v", all.Events)
+	}
+	// The environment is shown when the bytes name one (an event without the field is live).
+	if all.Events[0].Environment != nil || all.Events[1].Environment != nil ||
+		all.Events[2].Environment == nil || *all.Events[2].Environment != "live" {
+		t.Errorf("environments listed: %v %v %v; want null, null, live",
+			all.Events[0].Environment, all.Events[1].Environment, all.Events[2].Environment)
 	}
 	unknown := h.invalidEvents("?reason=unknown_customer")
 	if len(unknown.Events) != 1 || unknown.NextCursor != nil {

@@ -11,11 +11,14 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"refonte.ai/callbacks/pkg/environment"
 )
 
 // requestInfo collects, for the request's log line, what only inner handlers learn.
 type requestInfo struct {
-	customerID string
+	customerID  string
+	environment environment.Env
 }
 
 type infoKey struct{}
@@ -59,6 +62,7 @@ func (a *API) observe(next http.Handler) http.Handler {
 				zap.Int("status", sw.code()),
 				zap.Duration("duration", elapsed),
 				zap.String("customer_id", info.customerID),
+				zap.String("environment", string(info.environment)),
 				zap.String("remote", r.RemoteAddr))
 		}()
 		next.ServeHTTP(sw, r)

@@ -9,21 +9,24 @@ import (
 	"go.uber.org/zap"
 
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/target"
 )
 
-// profileView is GET /v1/profile. The signing secret has an endpoint of its own
-// (GET /v1/profile/signing-secret), so that reading the profile never carries it; the API key is
-// shown only when it is issued.
+// profileView is GET /v1/profile: the profile of the API key's environment, which it names. The
+// signing secret has an endpoint of its own (GET /v1/profile/signing-secret), so that reading
+// the profile never carries it; the API key is shown only when it is issued.
 type profileView struct {
-	CustomerID         string `json:"customer_id"`
-	DefaultCallbackURL string `json:"default_callback_url"`
-	CallbackAuthKey    string `json:"callback_auth_key"`
+	CustomerID         string          `json:"customer_id"`
+	Environment        environment.Env `json:"environment"`
+	DefaultCallbackURL string          `json:"default_callback_url"`
+	CallbackAuthKey    string          `json:"callback_auth_key"`
 }
 
 func viewProfile(p customer.Profile) profileView {
-	return profileView{CustomerID: p.ID, DefaultCallbackURL: p.DefaultCallbackURL, CallbackAuthKey: p.CallbackAuthKey}
+	return profileView{CustomerID: p.ID, Environment: p.Env, DefaultCallbackURL: p.DefaultCallbackURL,
+		CallbackAuthKey: p.CallbackAuthKey}
 }
 
 func (a *API) getProfile(w http.ResponseWriter, _ *http.Request, p customer.Profile) {
@@ -54,7 +57,7 @@ func (a *API) patchProfile(w http.ResponseWriter, r *http.Request, p customer.Pr
 		writeError(w, e.code, e.msg)
 		return
 	}
-	updated, err := a.Customers.SetDefaultCallbackURL(r.Context(), p.ID, *req.DefaultCallbackURL)
+	updated, err := a.Customers.SetDefaultCallbackURL(r.Context(), p.ID, p.Env, *req.DefaultCallbackURL)
 	if !a.profileWritten(r.Context(), w, p.ID, err) {
 		return
 	}
@@ -62,7 +65,7 @@ func (a *API) patchProfile(w http.ResponseWriter, r *http.Request, p customer.Pr
 }
 
 func (a *API) rotateCallbackAuthKey(w http.ResponseWriter, r *http.Request, p customer.Profile) {
-	updated, err := a.Customers.RotateCallbackAuthKey(r.Context(), p.ID)
+	updated, err := a.Customers.RotateCallbackAuthKey(r.Context(), p.ID, p.Env)
 	if !a.profileWritten(r.Context(), w, p.ID, err) {
 		return
 	}
@@ -70,8 +73,9 @@ func (a *API) rotateCallbackAuthKey(w http.ResponseWriter, r *http.Request, p cu
 }
 
 type signingSecretView struct {
-	CustomerID    string `json:"customer_id"`
-	SigningSecret string `json:"signing_secret"`
+	CustomerID    string          `json:"customer_id"`
+	Environment   environment.Env `json:"environment"`
+	SigningSecret string          `json:"signing_secret"`
 	// PreviousSecretExpiresAt ends the overlap during which callbacks carry a signature made
 	// with the previous secret as well.
 	PreviousSecretExpiresAt time.Time `json:"previous_secret_expires_at"`
@@ -79,12 +83,13 @@ type signingSecretView struct {
 }
 
 func (a *API) rotateSigningSecret(w http.ResponseWriter, r *http.Request, p customer.Profile) {
-	updated, err := a.Customers.RotateSigningSecret(r.Context(), p.ID)
+	updated, err := a.Customers.RotateSigningSecret(r.Context(), p.ID, p.Env)
 	if !a.profileWritten(r.Context(), w, p.ID, err) {
 		return
 	}
 	writeJSON(w, http.StatusOK, signingSecretView{
 		CustomerID:              updated.ID,
+		Environment:             updated.Env,
 		SigningSecret:           updated.SigningSecret,
 		PreviousSecretExpiresAt: updated.PreviousSecretEnds.UTC(),
 		Message: "This is your new signing secret (GET /v1/profile/signing-secret shows it again). Until previous_secret_expires_at (24 hours), every " +
@@ -96,8 +101,9 @@ func (a *API) rotateSigningSecret(w http.ResponseWriter, r *http.Request, p cust
 
 // signingSecretShownView is GET /v1/profile/signing-secret.
 type signingSecretShownView struct {
-	CustomerID    string `json:"customer_id"`
-	SigningSecret string `json:"signing_secret"`
+	CustomerID    string          `json:"customer_id"`
+	Environment   environment.Env `json:"environment"`
+	SigningSecret string          `json:"signing_secret"`
 	// PreviousSecretExpiresAt is set while callbacks still carry a signature made with the
 	// previous secret as well (the 24 hours after a rotation).
 	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at"`
@@ -108,7 +114,7 @@ type signingSecretShownView struct {
 // showing the current one grants nothing more, and it lets a customer set up another verifier
 // without rotating. The previous secret is never shown.
 func (a *API) getSigningSecret(w http.ResponseWriter, _ *http.Request, p customer.Profile) {
-	v := signingSecretShownView{CustomerID: p.ID, SigningSecret: p.SigningSecret}
+	v := signingSecretShownView{CustomerID: p.ID, Environment: p.Env, SigningSecret: p.SigningSecret}
 	if p.PreviousSecret != "" && a.now().Before(p.PreviousSecretEnds) {
 		ends := p.PreviousSecretEnds.UTC()
 		v.PreviousSecretExpiresAt = &ends
@@ -117,20 +123,22 @@ func (a *API) getSigningSecret(w http.ResponseWriter, _ *http.Request, p custome
 }
 
 type apiKeyView struct {
-	CustomerID string `json:"customer_id"`
-	APIKey     string `json:"api_key"`
-	Message    string `json:"message"`
+	CustomerID  string          `json:"customer_id"`
+	Environment environment.Env `json:"environment"`
+	APIKey      string          `json:"api_key"`
+	Message     string          `json:"message"`
 }
 
 func (a *API) rotateAPIKey(w http.ResponseWriter, r *http.Request, p customer.Profile) {
-	creds, err := a.Customers.RotateAPIKey(r.Context(), p.ID)
+	creds, err := a.Customers.RotateAPIKey(r.Context(), p.ID, p.Env)
 	if !a.profileWritten(r.Context(), w, p.ID, err) {
 		return
 	}
 	writeJSON(w, http.StatusOK, apiKeyView{
-		CustomerID: p.ID,
-		APIKey:     creds.APIKey,
-		Message:    "This key is shown only once. The previous API key no longer works.",
+		CustomerID:  p.ID,
+		Environment: p.Env,
+		APIKey:      creds.APIKey,
+		Message:     "This key is shown only once. The previous " + p.Env.String() + " API key no longer works.",
 	})
 }
 
@@ -163,12 +171,17 @@ func (a *API) announce(ctx context.Context, customerID string) {
 	}
 }
 
+// createdCustomer is the answer of POST /admin/v1/customers: the live credentials under the
+// names they always had, and the test environment's beside them.
 type createdCustomer struct {
-	CustomerID         string `json:"customer_id"`
-	APIKey             string `json:"api_key"`
-	CallbackAuthKey    string `json:"callback_auth_key"`
-	SigningSecret      string `json:"signing_secret"`
-	DefaultCallbackURL string `json:"default_callback_url"`
+	CustomerID          string `json:"customer_id"`
+	APIKey              string `json:"api_key"`
+	CallbackAuthKey     string `json:"callback_auth_key"`
+	SigningSecret       string `json:"signing_secret"`
+	TestAPIKey          string `json:"test_api_key"`
+	TestCallbackAuthKey string `json:"test_callback_auth_key"`
+	TestSigningSecret   string `json:"test_signing_secret"`
+	DefaultCallbackURL  string `json:"default_callback_url"`
 }
 
 func (a *API) createCustomer(w http.ResponseWriter, r *http.Request) {
@@ -188,7 +201,7 @@ func (a *API) createCustomer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e.code, e.msg)
 		return
 	}
-	p, creds, err := a.Customers.Create(r.Context(), req.CustomerID, req.DefaultCallbackURL)
+	c, err := a.Customers.Create(r.Context(), req.CustomerID, req.DefaultCallbackURL)
 	switch {
 	case errors.Is(err, customer.ErrExists):
 		writeError(w, http.StatusConflict, "customer already exists")
@@ -199,14 +212,60 @@ func (a *API) createCustomer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if info := infoFrom(r.Context()); info != nil {
-		info.customerID = p.ID
+		info.customerID = c.Live.ID
 	}
-	a.announce(r.Context(), p.ID)
+	a.announce(r.Context(), c.Live.ID)
 	writeJSON(w, http.StatusCreated, createdCustomer{
-		CustomerID:         p.ID,
-		APIKey:             creds.APIKey,
-		CallbackAuthKey:    p.CallbackAuthKey,
-		SigningSecret:      p.SigningSecret,
-		DefaultCallbackURL: p.DefaultCallbackURL,
+		CustomerID:          c.Live.ID,
+		APIKey:              c.LiveAPIKey,
+		CallbackAuthKey:     c.Live.CallbackAuthKey,
+		SigningSecret:       c.Live.SigningSecret,
+		TestAPIKey:          c.TestAPIKey,
+		TestCallbackAuthKey: c.Test.CallbackAuthKey,
+		TestSigningSecret:   c.Test.SigningSecret,
+		DefaultCallbackURL:  c.Live.DefaultCallbackURL,
+	})
+}
+
+// testEnvironmentView is the answer of POST /admin/v1/customers/{customerId}/test-environment.
+type testEnvironmentView struct {
+	CustomerID          string `json:"customer_id"`
+	TestAPIKey          string `json:"test_api_key"`
+	TestCallbackAuthKey string `json:"test_callback_auth_key"`
+	TestSigningSecret   string `json:"test_signing_secret"`
+	DefaultCallbackURL  string `json:"default_callback_url"`
+	Message             string `json:"message"`
+}
+
+// enableTestEnvironment is the one-off step for a customer created before test environments
+// existed: it makes the test environment if there is none yet (the live one is not touched) and
+// issues a test API key. Run again, it replaces the test API key only.
+func (a *API) enableTestEnvironment(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("customerId")
+	if !event.ValidCustomerID(id) {
+		writeError(w, http.StatusNotFound, "customer not found")
+		return
+	}
+	p, creds, err := a.Customers.EnableTest(r.Context(), id)
+	switch {
+	case errors.Is(err, customer.ErrNotFound):
+		writeError(w, http.StatusNotFound, "customer not found")
+		return
+	case err != nil:
+		a.Log.Warn("enabling a test environment failed", zap.String("customer_id", id), zap.Error(err))
+		unavailable(w)
+		return
+	}
+	if info := infoFrom(r.Context()); info != nil {
+		info.customerID, info.environment = id, environment.Test
+	}
+	a.announce(r.Context(), id)
+	writeJSON(w, http.StatusOK, testEnvironmentView{
+		CustomerID:          id,
+		TestAPIKey:          creds.APIKey,
+		TestCallbackAuthKey: p.CallbackAuthKey,
+		TestSigningSecret:   p.SigningSecret,
+		DefaultCallbackURL:  p.DefaultCallbackURL,
+		Message:             "This test API key is shown only once; any earlier test API key no longer works. The live environment is unchanged.",
 	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/env"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/services/gateway/internal/recovery"
 )
@@ -92,16 +93,16 @@ func (a *API) Run(ctx context.Context) error {
 // recoverySender re-sends for recoveries through the same path as send-callback.
 type recoverySender struct{ a *API }
 
-func (s recoverySender) Resend(ctx context.Context, customerID, taskID string) (uint64, error) {
+func (s recoverySender) Resend(ctx context.Context, customerID string, env environment.Env, taskID string) (uint64, error) {
 	// Read each time: a default URL the customer fixed during the recovery is used at once.
-	p, err := s.a.Customers.Get(ctx, customerID)
+	p, err := s.a.Customers.Get(ctx, customerID, env)
 	if errors.Is(err, customer.ErrNotFound) {
 		return 0, recovery.ErrCustomerGone
 	}
 	if err != nil {
 		return 0, err
 	}
-	rec, err := s.a.Status.Get(ctx, customerID, taskID)
+	rec, err := s.a.Status.Get(ctx, customerID, p.Env, taskID)
 	if errors.Is(err, status.ErrNotFound) || (err == nil && (rec.CustomerID != customerID || len(rec.Task) == 0)) {
 		return 0, fmt.Errorf("%w: the task's status expired", recovery.ErrSkip)
 	}
@@ -170,6 +171,7 @@ func (a *API) startRecovery(w http.ResponseWriter, r *http.Request, p customer.P
 		writeError(w, e.code, e.msg)
 		return
 	}
+	params.Env = p.Env
 	rec, err := a.recoveries.Start(context.WithoutCancel(r.Context()), p.ID, params)
 	var (
 		tooMany *recovery.TooManyError
@@ -234,7 +236,7 @@ func recoveryParams(since, until, state *string, now time.Time, retention time.D
 
 // getRecovery is GET /v1/callbacks/recover/{id}; another customer's recovery is a 404.
 func (a *API) getRecovery(w http.ResponseWriter, r *http.Request, p customer.Profile) {
-	rec, err := a.recoveries.Get(r.Context(), p.ID, r.PathValue("id"))
+	rec, err := a.recoveries.Get(r.Context(), p.ID, p.Env, r.PathValue("id"))
 	switch {
 	case errors.Is(err, recovery.ErrNotFound):
 		writeError(w, http.StatusNotFound, "recovery not found")
@@ -251,7 +253,7 @@ func (a *API) getRecovery(w http.ResponseWriter, r *http.Request, p customer.Pro
 // (those already queued are delivered). Cancelling a cancelled recovery answers it again; one
 // that finished otherwise is a 409.
 func (a *API) cancelRecovery(w http.ResponseWriter, r *http.Request, p customer.Profile) {
-	rec, err := a.recoveries.Cancel(context.WithoutCancel(r.Context()), p.ID, r.PathValue("id"))
+	rec, err := a.recoveries.Cancel(context.WithoutCancel(r.Context()), p.ID, p.Env, r.PathValue("id"))
 	switch {
 	case errors.Is(err, recovery.ErrNotFound):
 		writeError(w, http.StatusNotFound, "recovery not found")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 )
 
@@ -90,7 +91,7 @@ func (h *harness) waitStates(customerID string, ids []string, state status.State
 	st := status.NewStore(h.rdb, h.prefix, h.cfg.Retention)
 	var counts map[status.State]int
 	testenv.Eventually(h.t, timeout, func() bool {
-		briefs, err := st.Briefs(h.t.Context(), customerID, ids)
+		briefs, err := st.Briefs(h.t.Context(), customerID, environment.Live, ids)
 		if err != nil {
 			h.t.Fatal(err)
 		}

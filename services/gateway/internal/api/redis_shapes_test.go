@@ -11,6 +11,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/environment"
 )
 
 // The delivery flows end to end — the gateway in-process, the real worker binary — on each
@@ -51,6 +52,14 @@ func deliveryAcceptance(t *testing.T, rt testenv.RedisTarget) {
 		t.Errorf("GET /v1/task/t_ok: %d %s", res.Code, res.Body)
 	}
 	wantError(t, h.as(other.APIKey, "GET", "/v1/task/t_ok", nil), http.StatusNotFound)
+
+	// The same task id in the test environment: another task, delivered with the test key (its
+	// profile and status keys share the customer's slot).
+	testenv.PublishIn(t, h.pub, c.CustomerID, environment.Test, task("t_ok", ""))
+	tv := h.waitCallback(c.TestAPIKey, "t_ok", 20*time.Second, "test task succeeded", func(v callbackView) bool { return v.State == "succeeded" })
+	if tv.WebhookID == v.WebhookID {
+		t.Errorf("the test task t_ok shares the live one's webhook-id %s", v.WebhookID)
+	}
 
 	// 21 attempts, then false.
 	failing := []string{"t_fail", "t_r1", "t_r2"}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/target"
@@ -27,7 +28,7 @@ func (a *API) record(w http.ResponseWriter, r *http.Request, p customer.Profile)
 		writeError(w, http.StatusNotFound, "task not found")
 		return status.Record{}, false
 	}
-	rec, err := a.Status.Get(r.Context(), p.ID, id)
+	rec, err := a.Status.Get(r.Context(), p.ID, p.Env, id)
 	// A record without its task (never written whole) has nothing to show or resend.
 	if errors.Is(err, status.ErrNotFound) || (err == nil && (rec.CustomerID != p.ID || len(rec.Task) == 0)) {
 		writeError(w, http.StatusNotFound, "task not found")
@@ -228,7 +229,7 @@ func (e *resendError) Error() string { return e.msg }
 // stream sequence of the new delivery.
 func (a *API) resend(ctx context.Context, p customer.Profile, rec status.Record) (target.Target, uint64, error) {
 	log := a.Log.With(zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID))
-	ev, err := event.Decode(storedEvent(p.ID, rec.Task))
+	ev, err := event.Decode(storedEvent(p.ID, p.Env, rec.Task))
 	if err != nil || rec.WebhookID == "" {
 		log.Error("stored task cannot be resent", zap.Error(err), zap.Bool("has_webhook_id", rec.WebhookID != ""))
 		return target.Target{}, 0, &resendError{http.StatusInternalServerError, "the stored task cannot be resent"}
@@ -245,7 +246,7 @@ func (a *API) resend(ctx context.Context, p customer.Profile, rec status.Record)
 	if err != nil {
 		return tgt, 0, err
 	}
-	d := status.Delivery{CustomerID: p.ID, TaskID: ev.TaskID, WebhookID: rec.WebhookID, Task: ev.Task, Chain: seq}
+	d := status.Delivery{CustomerID: p.ID, Env: p.Env, TaskID: ev.TaskID, WebhookID: rec.WebhookID, Task: ev.Task, Chain: seq}
 	if _, err := a.Status.Queue(ctx, d, a.now()); err != nil {
 		// The resend is on the stream; the worker's first attempt records the new delivery.
 		log.Warn("recording a queued resend failed", zap.Error(err))
@@ -253,13 +254,9 @@ func (a *API) resend(ctx context.Context, p customer.Profile, rec status.Record)
 	return tgt, seq, nil
 }
 
-// storedEvent rebuilds the completion event around a stored task, as event.Event.Marshal lays it
-// out; the customer id is an authenticated, validated one.
-func storedEvent(customerID string, task json.RawMessage) []byte {
-	b := make([]byte, 0, len(task)+len(customerID)+32)
-	b = append(b, `{"customer_id":"`...)
-	b = append(b, customerID...)
-	b = append(b, `","task":`...)
-	b = append(b, task...)
-	return append(b, '}')
+// storedEvent rebuilds the completion event around a stored task of env, as event.Event.Marshal
+// lays it out; the customer id is an authenticated, validated one. The environment is the
+// authenticated key's, so a resend goes out with that environment's credentials only.
+func storedEvent(customerID string, env environment.Env, task json.RawMessage) []byte {
+	return event.Event{CustomerID: customerID, Environment: env, Task: task}.Marshal()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 )
 
@@ -22,7 +23,7 @@ type Sender interface {
 	// Resend returns the stream sequence of the new delivery. An error wrapping ErrSkip means
 	// this task cannot be re-sent as it is (no usable target, unreadable); ErrCustomerGone
 	// ends the recovery; any other error is worth retrying.
-	Resend(ctx context.Context, customerID, taskID string) (chain uint64, err error)
+	Resend(ctx context.Context, customerID string, env environment.Env, taskID string) (chain uint64, err error)
 }
 
 var (
@@ -179,7 +180,7 @@ func (m *Manager) Start(ctx context.Context, customerID string, p Params) (Recov
 	// Listed before it exists: a gateway that dies in between leaves a listing without a
 	// record, which resume drops, never a record nobody would resume. The listing is also
 	// what the cap across customers counts.
-	listed, err := admit.Run(ctx, m.store.rdb, []string{m.store.registry()}, member(customerID, id),
+	listed, err := admit.Run(ctx, m.store.rdb, []string{m.store.registry()}, member(customerID, p.Env, id),
 		time.Now().Add(m.cfg.Lease).UnixMilli(), m.cfg.MaxRunning).Int()
 	if err != nil {
 		return Recovery{}, fmt.Errorf("recovery registry: %w", err)
@@ -187,11 +188,11 @@ func (m *Manager) Start(ctx context.Context, customerID string, p Params) (Recov
 	if listed == 0 {
 		return Recovery{}, &BusyError{Max: m.cfg.MaxRunning}
 	}
-	if err := m.store.create(ctx, customerID, id, m.owner, p, m.cfg.Lease, m.cfg.MaxActive); err != nil {
-		m.store.rdb.ZRem(context.WithoutCancel(ctx), m.store.registry(), member(customerID, id))
+	if err := m.store.create(ctx, customerID, p.Env, id, m.owner, p, m.cfg.Lease, m.cfg.MaxActive); err != nil {
+		m.store.rdb.ZRem(context.WithoutCancel(ctx), m.store.registry(), member(customerID, p.Env, id))
 		return Recovery{}, err
 	}
-	rec, err := m.store.Get(ctx, customerID, id)
+	rec, err := m.store.Get(ctx, customerID, p.Env, id)
 	if err != nil {
 		// Recorded and owned by this gateway: resume starts it when Redis answers again.
 		return Recovery{}, err
@@ -207,11 +208,11 @@ func (m *Manager) Start(ctx context.Context, customerID string, p Params) (Recov
 // Cancel stops a recovery of the customer, whichever gateway runs it: it queues no re-send
 // after its current one. Re-sends already queued are delivered. A recovery cancelled already
 // is answered as it is; one that ended otherwise is ErrFinished.
-func (m *Manager) Cancel(ctx context.Context, customerID, id string) (Recovery, error) {
-	if err := m.store.cancel(ctx, customerID, id); err != nil {
+func (m *Manager) Cancel(ctx context.Context, customerID string, env environment.Env, id string) (Recovery, error) {
+	if err := m.store.cancel(ctx, customerID, env, id); err != nil {
 		return Recovery{}, err
 	}
-	key := member(customerID, id)
+	key := member(customerID, env, id)
 	m.store.rdb.ZRem(ctx, m.store.registry(), key)
 	m.mu.Lock()
 	stop := m.running[key]
@@ -220,12 +221,12 @@ func (m *Manager) Cancel(ctx context.Context, customerID, id string) (Recovery, 
 		stop(errCancelled)
 	}
 	m.log.Info("recovery cancelled", zap.String("customer_id", customerID), zap.String("recovery_id", id))
-	return m.store.Get(ctx, customerID, id)
+	return m.store.Get(ctx, customerID, env, id)
 }
 
 // Get reads a recovery of the customer.
-func (m *Manager) Get(ctx context.Context, customerID, id string) (Recovery, error) {
-	return m.store.Get(ctx, customerID, id)
+func (m *Manager) Get(ctx context.Context, customerID string, env environment.Env, id string) (Recovery, error) {
+	return m.store.Get(ctx, customerID, env, id)
 }
 
 func (m *Manager) active() bool {
@@ -239,7 +240,7 @@ func (m *Manager) active() bool {
 func (m *Manager) launch(rec Recovery) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	key := member(rec.CustomerID, rec.ID)
+	key := member(rec.CustomerID, rec.Env, rec.ID)
 	if m.ctx == nil || m.running[key] != nil {
 		return false
 	}
@@ -275,7 +276,7 @@ func (m *Manager) resume(ctx context.Context) {
 		return
 	}
 	for _, mem := range due {
-		customerID, id, ok := strings.Cut(mem, "/")
+		customerID, env, id, ok := parseMember(mem)
 		if !ok {
 			m.store.rdb.ZRem(ctx, m.store.registry(), mem)
 			continue
@@ -286,7 +287,7 @@ func (m *Manager) resume(ctx context.Context) {
 		if mine {
 			continue
 		}
-		o, lease, err := m.store.own(ctx, customerID, id, m.owner, m.cfg.Lease)
+		o, lease, err := m.store.own(ctx, customerID, env, id, m.owner, m.cfg.Lease)
 		if err != nil {
 			m.log.Warn("taking over a recovery failed", zap.String("recovery_id", id), zap.Error(err))
 			continue
@@ -300,7 +301,7 @@ func (m *Manager) resume(ctx context.Context) {
 			continue
 		}
 		m.store.rdb.ZAdd(ctx, m.store.registry(), redis.Z{Score: float64(lease.UnixMilli()), Member: mem})
-		rec, err := m.store.Get(ctx, customerID, id)
+		rec, err := m.store.Get(ctx, customerID, env, id)
 		if err != nil {
 			m.log.Warn("reading a recovery to resume failed", zap.String("recovery_id", id), zap.Error(err))
 			continue
@@ -330,7 +331,7 @@ func (m *Manager) run(ctx context.Context, rec Recovery) {
 				return
 			case <-t.C:
 			}
-			o, until, err := m.store.own(ctx, rec.CustomerID, rec.ID, m.owner, m.cfg.Lease)
+			o, until, err := m.store.own(ctx, rec.CustomerID, rec.Env, rec.ID, m.owner, m.cfg.Lease)
 			switch {
 			case err != nil:
 				// Retried at the next tick; the lease outlasts a couple of missed ones.
@@ -344,7 +345,7 @@ func (m *Manager) run(ctx context.Context, rec Recovery) {
 				lose()
 				return
 			default:
-				m.store.rdb.ZAdd(ctx, m.store.registry(), redis.Z{Score: float64(until.UnixMilli()), Member: member(rec.CustomerID, rec.ID)})
+				m.store.rdb.ZAdd(ctx, m.store.registry(), redis.Z{Score: float64(until.UnixMilli()), Member: member(rec.CustomerID, rec.Env, rec.ID)})
 			}
 		}
 	}()
@@ -361,7 +362,7 @@ func (m *Manager) run(ctx context.Context, rec Recovery) {
 		log.Info("recovery stopped: cancelled")
 		return
 	case errors.Is(err, errLost) || errors.Is(err, context.Canceled):
-		if now, gerr := m.store.Get(bg, rec.CustomerID, rec.ID); gerr == nil && now.Status == Cancelled {
+		if now, gerr := m.store.Get(bg, rec.CustomerID, rec.Env, rec.ID); gerr == nil && now.Status == Cancelled {
 			log.Info("recovery stopped: cancelled through another gateway")
 			return
 		}
@@ -375,19 +376,19 @@ func (m *Manager) run(ctx context.Context, rec Recovery) {
 	case err != nil:
 		// Stopping (or lease lost while stopping): hand the recovery on at once rather than
 		// after its lease; the next gateway to look resumes it from its last position.
-		if _, err := m.store.owned(bg, rec.CustomerID, rec.ID, m.owner, "release"); err == nil {
-			m.store.rdb.ZAdd(bg, m.store.registry(), redis.Z{Score: 0, Member: member(rec.CustomerID, rec.ID)})
+		if _, err := m.store.owned(bg, rec.CustomerID, rec.Env, rec.ID, m.owner, "release"); err == nil {
+			m.store.rdb.ZAdd(bg, m.store.registry(), redis.Z{Score: 0, Member: member(rec.CustomerID, rec.Env, rec.ID)})
 			log.Info("recovery handed on: this gateway is stopping")
 		}
 		return
 	}
-	if _, err := m.store.owned(bg, rec.CustomerID, rec.ID, m.owner, "finish", end, detail); err != nil {
+	if _, err := m.store.owned(bg, rec.CustomerID, rec.Env, rec.ID, m.owner, "finish", end, detail); err != nil {
 		// Still listed and leased: resume finishes it later.
 		log.Warn("recording the end of a recovery failed", zap.Error(err))
 		return
 	}
-	m.store.rdb.ZRem(bg, m.store.registry(), member(rec.CustomerID, rec.ID))
-	final, _ := m.store.Get(bg, rec.CustomerID, rec.ID)
+	m.store.rdb.ZRem(bg, m.store.registry(), member(rec.CustomerID, rec.Env, rec.ID))
+	final, _ := m.store.Get(bg, rec.CustomerID, rec.Env, rec.ID)
 	log.Info("recovery ended", zap.String("status", end), zap.Int64("matched", final.Matched),
 		zap.Int64("queued", final.Queued), zap.Int64("skipped", final.Skipped),
 		zap.Int64("succeeded", final.Succeeded), zap.Int64("failed", final.Failed))
@@ -418,7 +419,7 @@ func (r *runner) work(ctx context.Context) error {
 		for {
 			var page []status.WindowEntry
 			if err := r.retry(ctx, "reading the index", func() (err error) {
-				page, err = r.store.index.Window(ctx, cust, from, to, pos, r.cfg.PageSize)
+				page, err = r.store.index.Window(ctx, cust, r.rec.Env, from, to, pos, r.cfg.PageSize)
 				return err
 			}); err != nil {
 				return err
@@ -432,7 +433,7 @@ func (r *runner) work(ctx context.Context) error {
 			}
 			var briefs []status.Brief
 			if err := r.retry(ctx, "reading task states", func() (err error) {
-				briefs, err = r.store.index.Briefs(ctx, cust, ids)
+				briefs, err = r.store.index.Briefs(ctx, cust, r.rec.Env, ids)
 				return err
 			}); err != nil {
 				return err
@@ -450,14 +451,14 @@ func (r *runner) work(ctx context.Context) error {
 			last := page[len(page)-1]
 			pos = status.WindowPos{ScoreMS: last.LastAttemptMS, TaskID: last.TaskID}
 			if err := r.retry(ctx, "recording progress", func() error {
-				_, err := r.store.owned(ctx, cust, r.rec.ID, r.owner, "advance", pos.ScoreMS, pos.TaskID)
+				_, err := r.store.owned(ctx, cust, r.rec.Env, r.rec.ID, r.owner, "advance", pos.ScoreMS, pos.TaskID)
 				return err
 			}); err != nil {
 				return err
 			}
 		}
 		if err := r.retry(ctx, "recording progress", func() error {
-			_, err := r.store.owned(ctx, cust, r.rec.ID, r.owner, "scanned")
+			_, err := r.store.owned(ctx, cust, r.rec.Env, r.rec.ID, r.owner, "scanned")
 			return err
 		}); err != nil {
 			return err
@@ -499,7 +500,7 @@ func (r *runner) one(ctx context.Context, e status.WindowEntry) error {
 	// re-sent once more for a state it no longer has.
 	var now []status.Brief
 	if err := r.retry(ctx, "reading a task's state", func() (err error) {
-		now, err = r.store.index.Briefs(ctx, cust, []string{e.TaskID})
+		now, err = r.store.index.Briefs(ctx, cust, r.rec.Env, []string{e.TaskID})
 		return err
 	}); err != nil {
 		return err
@@ -512,7 +513,7 @@ func (r *runner) one(ctx context.Context, e status.WindowEntry) error {
 		wait    time.Duration
 	)
 	if err := r.retry(ctx, "claiming a task", func() (err error) {
-		claimed, wait, err = r.store.claim(ctx, cust, r.rec.ID, r.owner, e, r.interval)
+		claimed, wait, err = r.store.claim(ctx, cust, r.rec.Env, r.rec.ID, r.owner, e, r.interval)
 		return err
 	}); err != nil {
 		return err
@@ -532,7 +533,7 @@ func (r *runner) one(ctx context.Context, e status.WindowEntry) error {
 	err := r.retry(ctx, "re-sending a callback", func() (err error) {
 		c, cancel := context.WithTimeout(steady, stepTimeout)
 		defer cancel()
-		chain, err = r.sender.Resend(c, cust, e.TaskID)
+		chain, err = r.sender.Resend(c, cust, r.rec.Env, e.TaskID)
 		if errors.Is(err, ErrSkip) || errors.Is(err, ErrCustomerGone) {
 			return permanent{err}
 		}
@@ -552,7 +553,7 @@ func (r *runner) one(ctx context.Context, e status.WindowEntry) error {
 	if err := r.retry(ctx, "recording a re-send", func() error {
 		c, cancel := context.WithTimeout(steady, stepTimeout)
 		defer cancel()
-		_, err := r.store.owned(c, cust, r.rec.ID, r.owner, "commit", e.TaskID, e.LastAttemptMS, outcome, chain)
+		_, err := r.store.owned(c, cust, r.rec.Env, r.rec.ID, r.owner, "commit", e.TaskID, e.LastAttemptMS, outcome, chain)
 		return err
 	}); err != nil {
 		return err
@@ -576,7 +577,7 @@ func (r *runner) waitInFlight(ctx context.Context) error {
 		}
 		var briefs []status.Brief
 		if err := r.retry(ctx, "reading task states", func() (err error) {
-			briefs, err = r.store.index.Briefs(ctx, r.rec.CustomerID, ids)
+			briefs, err = r.store.index.Briefs(ctx, r.rec.CustomerID, r.rec.Env, ids)
 			return err
 		}); err != nil {
 			return err
@@ -611,7 +612,7 @@ func (r *runner) settleIfDue(ctx context.Context) error {
 func (r *runner) settle(ctx context.Context) (int64, error) {
 	r.lastSettle = time.Now()
 	cust := r.rec.CustomerID
-	pending := r.store.keys(cust, r.rec.ID)[4]
+	pending := r.store.keys(cust, r.rec.Env, r.rec.ID)[4]
 	var (
 		kv   []string
 		next uint64
@@ -641,7 +642,7 @@ func (r *runner) settle(ctx context.Context) (int64, error) {
 	}
 	var briefs []status.Brief
 	if err := r.retry(ctx, "reading task states", func() (err error) {
-		briefs, err = r.store.index.Briefs(ctx, cust, ids)
+		briefs, err = r.store.index.Briefs(ctx, cust, r.rec.Env, ids)
 		return err
 	}); err != nil {
 		return 0, err
@@ -669,7 +670,7 @@ func (r *runner) settle(ctx context.Context) (int64, error) {
 			left, err = r.store.rdb.HLen(ctx, pending).Result()
 			return err
 		}
-		left, err = r.store.owned(ctx, cust, r.rec.ID, r.owner, "settle", args...)
+		left, err = r.store.owned(ctx, cust, r.rec.Env, r.rec.ID, r.owner, "settle", args...)
 		return err
 	})
 	return left, err

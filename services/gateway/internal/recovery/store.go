@@ -15,10 +15,12 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 )
 
@@ -47,6 +49,8 @@ const (
 // Params is what a customer asks for: tasks whose last attempt is in [Since, Until] and whose
 // state matches State.
 type Params struct {
+	// Env is the environment whose tasks the recovery walks and re-sends: the API key's.
+	Env          environment.Env
 	Since, Until time.Time
 	State        string
 }
@@ -96,8 +100,8 @@ func ValidID(id string) bool { return idPattern.MatchString(id) }
 
 // Index is the part of the status store a recovery reads (*status.Store).
 type Index interface {
-	Window(ctx context.Context, customerID string, fromMS, toMS int64, pos status.WindowPos, limit int) ([]status.WindowEntry, error)
-	Briefs(ctx context.Context, customerID string, taskIDs []string) ([]status.Brief, error)
+	Window(ctx context.Context, customerID string, env environment.Env, fromMS, toMS int64, pos status.WindowPos, limit int) ([]status.WindowEntry, error)
+	Briefs(ctx context.Context, customerID string, env environment.Env, taskIDs []string) ([]status.Brief, error)
 }
 
 //go:embed recovery.lua
@@ -121,8 +125,8 @@ func NewStore(rdb redis.UniversalClient, prefix string, index Index, keep time.D
 
 // keys share the customer's {hash tag} with its task status, so one script can touch them all
 // in Redis Cluster too.
-func (s *Store) keys(customerID, id string) []string {
-	tag := s.prefix + "{" + customerID + "}:"
+func (s *Store) keys(customerID string, env environment.Env, id string) []string {
+	tag := s.prefix + "{" + customerID + "}:" + env.KeyScope()
 	return []string{tag + "recovery:" + id, tag + "recoveries", tag + "recovering", tag + "recover-pace",
 		tag + "recovery:" + id + ":pending"}
 }
@@ -132,12 +136,26 @@ func (s *Store) keys(customerID, id string) []string {
 // the record decides.
 func (s *Store) registry() string { return s.prefix + "recoveries" }
 
-func member(customerID, id string) string { return customerID + "/" + id }
+// member names a recovery in the registry: "customer/id" for a live one (the form it always had),
+// "customer/test:id" for a test one.
+func member(customerID string, env environment.Env, id string) string {
+	return customerID + "/" + env.KeyScope() + id
+}
+
+// parseMember reads member back.
+func parseMember(mem string) (customerID string, env environment.Env, id string, ok bool) {
+	customerID, id, ok = strings.Cut(mem, "/")
+	env = environment.Live
+	if rest, isTest := strings.CutPrefix(id, environment.Test.KeyScope()); isTest {
+		env, id = environment.Test, rest
+	}
+	return customerID, env, id, ok
+}
 
 // run calls one op of the script; the reply is {verdict, value}.
-func (s *Store) run(ctx context.Context, customerID, id, owner, op string, args ...any) (int64, int64, error) {
+func (s *Store) run(ctx context.Context, customerID string, env environment.Env, id, owner, op string, args ...any) (int64, int64, error) {
 	argv := append([]any{op, id, owner, int64(s.keep / time.Second)}, args...)
-	res, err := script.Run(ctx, s.rdb, s.keys(customerID, id), argv...).Int64Slice()
+	res, err := script.Run(ctx, s.rdb, s.keys(customerID, env, id), argv...).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("recovery %s: %w", op, err)
 	}
@@ -148,11 +166,11 @@ func (s *Store) run(ctx context.Context, customerID, id, owner, op string, args 
 }
 
 // Get reads a recovery of the customer.
-func (s *Store) Get(ctx context.Context, customerID, id string) (Recovery, error) {
+func (s *Store) Get(ctx context.Context, customerID string, env environment.Env, id string) (Recovery, error) {
 	if !ValidID(id) {
 		return Recovery{}, ErrNotFound
 	}
-	m, err := s.rdb.HGetAll(ctx, s.keys(customerID, id)[0]).Result()
+	m, err := s.rdb.HGetAll(ctx, s.keys(customerID, env, id)[0]).Result()
 	if err != nil {
 		return Recovery{}, fmt.Errorf("recovery get: %w", err)
 	}
@@ -163,7 +181,7 @@ func (s *Store) Get(ctx context.Context, customerID, id string) (Recovery, error
 	at := func(k string) time.Time { return time.UnixMilli(num(k)).UTC() }
 	r := Recovery{
 		ID: id, CustomerID: customerID, Status: m["status"],
-		Params:  Params{Since: at("since_ms"), Until: at("until_ms"), State: m["state"]},
+		Params:  Params{Env: env, Since: at("since_ms"), Until: at("until_ms"), State: m["state"]},
 		Matched: num("matched"), Queued: num("queued"), Skipped: num("skipped"),
 		Done: num("done"), Succeeded: num("succeeded"), Failed: num("failed"),
 		CreatedAt: at("created_ms"), UpdatedAt: at("updated_ms"), Error: m["error"],
@@ -178,8 +196,8 @@ func (s *Store) Get(ctx context.Context, customerID, id string) (Recovery, error
 }
 
 // create writes a new recovery owned by owner, unless the customer has maxActive already.
-func (s *Store) create(ctx context.Context, customerID, id, owner string, p Params, lease time.Duration, maxActive int) error {
-	v, n, err := s.run(ctx, customerID, id, owner, "create", lease.Milliseconds(), maxActive,
+func (s *Store) create(ctx context.Context, customerID string, env environment.Env, id, owner string, p Params, lease time.Duration, maxActive int) error {
+	v, n, err := s.run(ctx, customerID, env, id, owner, "create", lease.Milliseconds(), maxActive,
 		"id", id, "customer_id", customerID, "since_ms", p.Since.UnixMilli(), "until_ms", p.Until.UnixMilli(),
 		"state", p.State, "matched", 0, "queued", 0, "skipped", 0, "done", 0, "succeeded", 0, "failed", 0)
 	if err != nil {
@@ -201,8 +219,8 @@ const (
 	ended // done or aborted
 )
 
-func (s *Store) own(ctx context.Context, customerID, id, owner string, lease time.Duration) (ownership, time.Time, error) {
-	v, until, err := s.run(ctx, customerID, id, owner, "own", lease.Milliseconds())
+func (s *Store) own(ctx context.Context, customerID string, env environment.Env, id, owner string, lease time.Duration) (ownership, time.Time, error) {
+	v, until, err := s.run(ctx, customerID, env, id, owner, "own", lease.Milliseconds())
 	if err != nil {
 		return 0, time.Time{}, err
 	}
@@ -222,8 +240,8 @@ func (s *Store) own(ctx context.Context, customerID, id, owner string, lease tim
 var errLost = errors.New("recovery: lease lost to another gateway")
 
 // owned runs an op that only the owner may run.
-func (s *Store) owned(ctx context.Context, customerID, id, owner, op string, args ...any) (int64, error) {
-	v, n, err := s.run(ctx, customerID, id, owner, op, args...)
+func (s *Store) owned(ctx context.Context, customerID string, env environment.Env, id, owner, op string, args ...any) (int64, error) {
+	v, n, err := s.run(ctx, customerID, env, id, owner, op, args...)
 	if err != nil {
 		return 0, err
 	}
@@ -235,8 +253,8 @@ func (s *Store) owned(ctx context.Context, customerID, id, owner, op string, arg
 
 // claim marks the task as re-sent by this recovery and reserves the customer's next send slot,
 // unless another running recovery of the customer has it (claimed false, counted skipped).
-func (s *Store) claim(ctx context.Context, customerID, id, owner string, e status.WindowEntry, interval time.Duration) (claimed bool, wait time.Duration, err error) {
-	v, us, err := s.run(ctx, customerID, id, owner, "claim", e.TaskID, e.LastAttemptMS, interval.Microseconds())
+func (s *Store) claim(ctx context.Context, customerID string, env environment.Env, id, owner string, e status.WindowEntry, interval time.Duration) (claimed bool, wait time.Duration, err error) {
+	v, us, err := s.run(ctx, customerID, env, id, owner, "claim", e.TaskID, e.LastAttemptMS, interval.Microseconds())
 	if err != nil {
 		return false, 0, err
 	}
@@ -248,11 +266,11 @@ func (s *Store) claim(ctx context.Context, customerID, id, owner string, e statu
 
 // cancel marks the recovery cancelled, whoever runs it: its runner's next step fails and it
 // stops.
-func (s *Store) cancel(ctx context.Context, customerID, id string) error {
+func (s *Store) cancel(ctx context.Context, customerID string, env environment.Env, id string) error {
 	if !ValidID(id) {
 		return ErrNotFound
 	}
-	v, _, err := s.run(ctx, customerID, id, "", "cancel")
+	v, _, err := s.run(ctx, customerID, env, id, "", "cancel")
 	switch {
 	case err != nil:
 		return err

@@ -54,8 +54,12 @@ type Config struct {
 	WorkerEnv     []string // more KEY=VALUE for the workers
 
 	Customers int // customers the load is spread over
-	Hosts     int // receiver ports (distinct hosts for the per-host limit)
-	PadBytes  int // extra bytes in each task's metadata
+	// SideRate, when above 0, adds a second customer on an endpoint of its own publishing this
+	// many callbacks a second while the main load runs (the main load is then typically one
+	// customer's burst): its latency is what a quiet customer sees behind a busy one.
+	SideRate float64
+	Hosts    int // receiver ports (distinct hosts for the per-host limit)
+	PadBytes int // extra bytes in each task's metadata
 
 	Rate     float64
 	Duration time.Duration
@@ -119,6 +123,7 @@ func (c Config) Validate() error {
 	check(c.Workers < 1 || c.Workers > 64, "-workers %d: want 1 to 64", c.Workers)
 	check(c.Customers < 1 || c.Customers > 10_000, "-customers %d: want 1 to 10000", c.Customers)
 	check(c.Hosts < 1 || c.Hosts > 256, "-hosts %d: want 1 to 256", c.Hosts)
+	check(c.SideRate < 0 || c.SideRate > 10_000, "-side-rate %g: want 0 to 10000", c.SideRate)
 	check(c.Rate < 0, "-rate %g: want 0 (as fast as possible) or more", c.Rate)
 	check(c.Duration <= 0 && c.Count <= 0, "set -duration or -count: a run must be bounded")
 	check(c.Duration > 2*time.Hour, "-duration %s: at most 2h", c.Duration)

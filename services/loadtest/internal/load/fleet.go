@@ -147,8 +147,8 @@ func (w *Worker) Scrape() (WorkerMetrics, error) {
 			m.AttemptsSucceeded += v
 		case strings.HasPrefix(name, "refonte_callback_attempts_total{"):
 			m.AttemptsFailed += v
-		case name == "refonte_callback_deferred_total":
-			m.Deferred += v
+		case strings.HasPrefix(name, "refonte_callback_deferred_total"):
+			m.Deferred += v // every reason
 		case strings.HasPrefix(name, "refonte_events_rejected_total"):
 			m.Rejected += v
 		}

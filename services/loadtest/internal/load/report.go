@@ -39,6 +39,7 @@ type Report struct {
 	NATS      NATSStats     `json:"nats"`
 	Parked    *ParkedStats  `json:"parked,omitempty"`
 	Reads     *StatusReads  `json:"status_reads,omitempty"`
+	Side      *SideStats    `json:"side,omitempty"`
 	Workers   WorkerMetrics `json:"worker_metrics"`
 	Consumer  ConsumerState `json:"consumer"`
 
@@ -207,6 +208,9 @@ func (r *Report) writeOutcome(w io.Writer) {
 		r.Delivered, r.ThroughputPerSec, r.OverallPerSec)
 	p("duplicates %d, lost %d, awaiting retry %d, failed answers %d, requests %d, drain %.1fs (settled %v)\n",
 		r.Duplicates, r.Lost, r.AwaitingRetry, r.FailedAnswers, r.Requests, r.DrainSeconds, r.Settled)
+	if r.Side != nil {
+		p("%s\n", r.Side)
+	}
 	if sr := r.Reads; sr != nil {
 		p("status reads through the gateway (GET /v1/task/{id}/callback, 1 in %.0f callbacks): %d, ok %d, failed %d, "+
 			"not sent (readers busy) %d\n", 1/sr.Share, sr.Reads, sr.OK, sr.Failed, sr.Dropped)
@@ -270,7 +274,7 @@ func (r *Report) writeState(w io.Writer) {
 			mb(pk.MemParked-pk.MemBefore), pk.IdleSeconds, pk.IdleCPUNATS, pk.IdleCPUWorkers)
 	}
 	wm := r.Workers
-	p("worker counters (measured phase): attempts ok %.0f, failed %.0f, deferred by the per-host limit %.0f, rejected %.0f\n",
+	p("worker counters (measured phase): attempts ok %.0f, failed %.0f, deferred (host queue or window full, no attempt used) %.0f, rejected %.0f\n",
 		wm.AttemptsSucceeded, wm.AttemptsFailed, wm.Deferred, wm.Rejected)
 	c := r.Consumer
 	p("consumer at end: pending %d, ack-pending %d, redelivered %d\n", c.NumPending, c.NumAckPending, c.NumRedelivered)

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
 )
@@ -106,13 +107,13 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	)
 	for i := range cfg.Customers {
 		id := fmt.Sprintf("lt_%s_%d", runID, i)
-		p, creds, err := store.Create(ctx, id, "")
+		c, err := store.Create(ctx, id, "")
 		if err != nil {
 			return nil, fmt.Errorf("create customer: %w", err)
 		}
-		custs = append(custs, Customer{ID: id, AuthKey: p.CallbackAuthKey, SigningSecret: p.SigningSecret})
+		custs = append(custs, Customer{ID: id, AuthKey: c.Live.CallbackAuthKey, SigningSecret: c.Live.SigningSecret})
 		custIDs = append(custIDs, id)
-		apiKeys = append(apiKeys, creds.APIKey)
+		apiKeys = append(apiKeys, c.LiveAPIKey)
 	}
 
 	// The gateway, where customers read their statuses.
@@ -291,6 +292,16 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		}
 		defer perf.stop()
 	}
+	var side *Side
+	if cfg.SideRate > 0 {
+		sideID := fmt.Sprintf("lt_%s_side", runID)
+		if _, err := store.Create(ctx, sideID, ""); err != nil {
+			return nil, fmt.Errorf("create the second customer: %w", err)
+		}
+		if side, err = StartSide(ctx, nc, sideID, "lts-"+runID+"-", cfg.SideRate); err != nil {
+			return nil, err
+		}
+	}
 	sampler := startSampler(cfg.Sample, tracker, workers, broker)
 	logf("publishing: rate %v/s (0 = max, backlog %d), duration %s, count %d", cfg.Rate, cfg.Backlog, cfg.Duration, cfg.Count)
 	published, start, pubEnd, pubErr := pub.Run(ctx, Pace{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count, Backlog: cfg.Backlog})
@@ -302,6 +313,10 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		logf("some publishes were still unacknowledged after 30s")
 	}
 	r.Settled = waitFor(ctx, pubEnd.Add(cfg.Drain), 10*time.Millisecond, tracker.Settled)
+	if side != nil {
+		st := side.Finish(10 * time.Second)
+		r.Side = &st
+	}
 	if reader != nil {
 		r.Reads = reader.Close() // the reads still queued are part of the measured phase
 	}
@@ -456,7 +471,7 @@ func verify(ctx context.Context, st *status.Store, custIDs []string, idPrefix st
 	v := Verification{StatusChecked: len(seqs)}
 	problem := func(seq int64) string {
 		cust := custIDs[seq%int64(len(custIDs))]
-		rec, err := st.Get(ctx, cust, taskID(seq))
+		rec, err := st.Get(ctx, cust, environment.Live, taskID(seq))
 		switch {
 		case err != nil:
 			return err.Error()

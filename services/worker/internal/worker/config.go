@@ -24,16 +24,23 @@ type Config struct {
 
 	Consumer      string
 	MaxAckPending int
-	// AckWait is how long the server waits for a worker's verdict before it hands the message
-	// to another worker: one whole attempt plus room to record it.
+	// AckWait is how long the server waits without hearing of a message before it hands it to
+	// another worker. Held messages are kept alive with InProgress, so it need not cover an
+	// attempt: it is how soon a dead worker's messages come back.
 	AckWait time.Duration
 
-	// Concurrency is the number of deliveries in flight in this process; it is also the most
-	// messages this process ever holds, so nothing waits in a buffer while its AckWait runs.
+	// Concurrency is the number of delivery slots: deliveries in flight in this process.
 	Concurrency int
-	// HostConcurrency caps deliveries in flight to one host, so a slow endpoint cannot take
-	// every slot. Messages over the cap are deferred briefly without using up an attempt.
+	// HostConcurrency is the ceiling of one host's adaptive limit: a fast, healthy host climbs
+	// to it; one that times out or fails falls toward a single delivery. By default it is
+	// Concurrency, so one busy host can use every slot when nothing else is waiting.
 	HostConcurrency int
+	// MaxHeld and MaxHeldBytes bound the window: the messages this process holds, queued for
+	// their host or being delivered. HostQueue bounds one host's local queue; a message for a
+	// host whose queue is full is deferred without using an attempt.
+	MaxHeld      int
+	MaxHeldBytes int
+	HostQueue    int
 
 	Timeout      time.Duration
 	Schedule     schedule.Schedule
@@ -65,8 +72,10 @@ func LoadConfig(r *env.Reader) (Config, error) {
 		Consumer:      r.String("NATS_CONSUMER", "callback-workers"),
 		MaxAckPending: r.Int("NATS_MAX_ACK_PENDING", stream.DefaultMaxAckPending),
 
-		Concurrency:     r.Int("WORKER_CONCURRENCY", 256),
-		HostConcurrency: r.Int("WORKER_HOST_CONCURRENCY", 32),
+		Concurrency:  r.Int("WORKER_CONCURRENCY", 256),
+		MaxHeld:      r.Int("WORKER_MAX_HELD", 8192),
+		MaxHeldBytes: r.Int("WORKER_MAX_HELD_BYTES", 64<<20),
+		HostQueue:    r.Int("WORKER_HOST_QUEUE", 4096),
 
 		Timeout:      r.Duration("CALLBACK_TIMEOUT", 30*time.Second),
 		AllowPrivate: r.Bool("CALLBACK_ALLOW_PRIVATE", false),
@@ -90,6 +99,7 @@ func LoadConfig(r *env.Reader) (Config, error) {
 	}
 	c.AllowedCIDRs = r.Prefixes("CALLBACK_ALLOWED_CIDRS")
 	c.Ports = r.Ports("CALLBACK_ALLOWED_PORTS")
+	c.HostConcurrency = r.Int("WORKER_HOST_CONCURRENCY", 0)
 	c.AckWait = r.Duration("NATS_ACK_WAIT", 0)
 	if err := r.Err(); err != nil {
 		return Config{}, err
@@ -98,10 +108,14 @@ func LoadConfig(r *env.Reader) (Config, error) {
 	return c, c.Validate()
 }
 
-// setDefaults derives what was left unset from the callback timeout.
+// setDefaults derives what was left unset: a host may use every slot, a dead worker's messages
+// come back after 30s, and shutdown waits out one attempt.
 func (c *Config) setDefaults() {
+	if c.HostConcurrency == 0 {
+		c.HostConcurrency = c.Concurrency
+	}
 	if c.AckWait == 0 {
-		c.AckWait = c.Timeout + 30*time.Second
+		c.AckWait = 30 * time.Second
 	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = c.Timeout + 10*time.Second
@@ -121,11 +135,21 @@ func (c Config) Validate() error {
 	if c.Timeout < 100*time.Millisecond || c.Timeout > 5*time.Minute {
 		fail("CALLBACK_TIMEOUT=%s: want 100ms to 5m", c.Timeout)
 	}
-	if c.MaxAckPending < c.Concurrency {
-		fail("NATS_MAX_ACK_PENDING=%d: want at least WORKER_CONCURRENCY", c.MaxAckPending)
+	if c.MaxHeld < c.Concurrency {
+		fail("WORKER_MAX_HELD=%d: want at least WORKER_CONCURRENCY (%d)", c.MaxHeld, c.Concurrency)
 	}
-	if c.AckWait < c.Timeout+time.Second {
-		fail("NATS_ACK_WAIT=%s: want at least CALLBACK_TIMEOUT plus 1s", c.AckWait)
+	if c.MaxHeldBytes < 1<<20 {
+		fail("WORKER_MAX_HELD_BYTES=%d: want at least 1048576", c.MaxHeldBytes)
+	}
+	if c.HostQueue < 1 || c.HostQueue > c.MaxHeld {
+		fail("WORKER_HOST_QUEUE=%d: want 1 to WORKER_MAX_HELD (%d)", c.HostQueue, c.MaxHeld)
+	}
+	if c.MaxAckPending < c.MaxHeld {
+		fail("NATS_MAX_ACK_PENDING=%d: want at least WORKER_MAX_HELD (%d)", c.MaxAckPending, c.MaxHeld)
+	}
+	if c.AckWait < time.Second {
+		// Heartbeats go out every fifth of it; under a second they would be most of the traffic.
+		fail("NATS_ACK_WAIT=%s: want at least 1s", c.AckWait)
 	}
 	if c.Consumer == "" {
 		fail("NATS_CONSUMER is empty")

@@ -15,6 +15,7 @@ import (
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/env"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/status"
@@ -110,11 +111,11 @@ func (h *harness) startWorker() (stop func()) {
 
 func (h *harness) newCustomer(id, defaultURL string) customer.Profile {
 	h.t.Helper()
-	p, _, err := h.customers.Create(context.Background(), id, defaultURL)
+	c, err := h.customers.Create(context.Background(), id, defaultURL)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return p
+	return c.Live
 }
 
 // task is a minimal valid task object.
@@ -138,7 +139,7 @@ func (h *harness) publish(customerID string, task map[string]any) {
 }
 
 func (h *harness) record(customerID, taskID string) (status.Record, bool) {
-	r, err := h.statuses.Get(context.Background(), customerID, taskID)
+	r, err := h.statuses.Get(context.Background(), customerID, environment.Live, taskID)
 	if err != nil {
 		return status.Record{}, false
 	}

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 )
 
@@ -107,7 +108,7 @@ func TestLogs_carry_no_secrets(t *testing.T) {
 	h.waitFinal("c1", "t-ok", 10*time.Second)
 	h.waitFinal("c1", "t-fail", 10*time.Second)
 	h.waitFinal("c1", "t-userinfo", 30*time.Second)
-	rotated, err := h.customers.RotateSigningSecret(context.Background(), "c1")
+	rotated, err := h.customers.RotateSigningSecret(context.Background(), "c1", environment.Live)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"refonte.ai/callbacks/pkg/delivery"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/status"
 )
@@ -20,10 +21,21 @@ type Metrics struct {
 	firstAttempt    prometheus.Histogram
 	toSuccess       prometheus.Histogram
 	rejected        *prometheus.CounterVec
-	deferred        prometheus.Counter
+	deferred        *prometheus.CounterVec
 	inFlight        prometheus.Gauge
 	pullSize        prometheus.Histogram
+
+	heartbeats        prometheus.Counter
+	heartbeatFailures prometheus.Counter
+	reg               prometheus.Registerer
 }
+
+// Reasons a message is deferred without using an attempt.
+const (
+	deferHostQueue   = "host_queue_full"   // its host's local queue is full
+	deferHostShare   = "host_share"        // taken out of a long queue to leave other hosts their share
+	deferWindowBytes = "window_bytes_full" // the held window has no room for its payload
+)
 
 // NewMetrics registers the worker's series on reg (nil: a private registry, for tests).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -34,12 +46,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "refonte_callback_attempts_total",
-			Help: "Delivery attempts by transport and result (succeeded, failed).",
-		}, []string{"transport", "result"}),
+			Help: "Delivery attempts by transport, result (succeeded, failed) and environment (live, test).",
+		}, []string{"transport", "result", "environment"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "refonte_callback_deliveries_total",
-			Help: "Deliveries that reached a final state, by transport and result (succeeded, exhausted, gave_up, no_callback).",
-		}, []string{"transport", "result"}),
+			Help: "Deliveries that reached a final state, by transport, result (succeeded, exhausted, gave_up, no_callback) and environment (live, test).",
+		}, []string{"transport", "result", "environment"}),
 		attemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "refonte_callback_attempt_duration_seconds",
 			Help:    "Duration of one delivery attempt, by transport.",
@@ -59,14 +71,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "refonte_events_rejected_total",
 			Help: "Events refused as invalid, by reason.",
 		}, []string{"reason"}),
-		deferred: prometheus.NewCounter(prometheus.CounterOpts{
+		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "refonte_callback_deferred_total",
-			Help: "Messages put back for a moment because their host had its share of delivery slots (no attempt used).",
-		}),
+			Help: "Messages put back for later without using an attempt, by reason (host_queue_full, host_share, window_bytes_full).",
+		}, []string{"reason"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "refonte_callback_in_flight",
-			Help: "Messages being processed by this worker.",
+			Help: "Deliveries in flight in this worker (claim, attempt and record).",
 		}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "refonte_worker_heartbeats_total",
+			Help: "InProgress heartbeats sent to keep held messages from being redelivered.",
+		}),
+		heartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "refonte_worker_heartbeat_failures_total",
+			Help: "InProgress heartbeats that could not be sent (connection down); the next beat retries.",
+		}),
+		reg: reg,
 		pullSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "refonte_worker_pull_messages",
 			Help:    "Messages each pull request brought (each pull costs a subscription and a request on the server).",
@@ -74,19 +95,68 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.attempts, m.deliveries, m.attemptDuration, m.firstAttempt, m.toSuccess,
-		m.rejected, m.deferred, m.inFlight, m.pullSize)
+		m.rejected, m.deferred, m.inFlight, m.pullSize, m.heartbeats, m.heartbeatFailures)
 	for _, r := range event.Reasons {
 		m.rejected.WithLabelValues(string(r))
 	}
+	m.deferred.WithLabelValues(deferHostQueue)
+	m.deferred.WithLabelValues(deferHostShare)
+	m.deferred.WithLabelValues(deferWindowBytes)
 	return m
 }
 
-func (m *Metrics) observeAttempt(transport string, res delivery.Result, outcome status.Outcome, meta *jetstream.MsgMetadata, begun status.Begun) {
+// watch registers the scheduler's gauges, read at scrape time.
+func (m *Metrics) watch(s *scheduler) {
+	m.reg.MustRegister(&schedulerCollector{
+		sched:     s,
+		held:      prometheus.NewDesc("refonte_worker_held_messages", "Messages this worker holds: queued for their host or being delivered.", nil, nil),
+		heldBytes: prometheus.NewDesc("refonte_worker_held_bytes", "Payload bytes of the messages this worker holds.", nil, nil),
+		queued:    prometheus.NewDesc("refonte_worker_queued_messages", "Held messages waiting in their host's local queue for a delivery slot.", nil, nil),
+		limits:    prometheus.NewDesc("refonte_worker_host_limit", "Adaptive concurrency limits of the endpoint hosts this worker knows (one observation per host).", nil, nil),
+	})
+}
+
+// schedulerCollector reports the scheduler's state; the per-host limits go into one histogram,
+// so the number of series does not grow with the number of customers' hosts.
+type schedulerCollector struct {
+	sched                           *scheduler
+	held, heldBytes, queued, limits *prometheus.Desc
+}
+
+// hostLimitBuckets are the upper bounds of the host-limit histogram.
+var hostLimitBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}
+
+func (c *schedulerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.held
+	ch <- c.heldBytes
+	ch <- c.queued
+	ch <- c.limits
+}
+
+func (c *schedulerCollector) Collect(ch chan<- prometheus.Metric) {
+	held, queued, heldBytes, limits, _ := c.sched.snapshot(0)
+	ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(held))
+	ch <- prometheus.MustNewConstMetric(c.heldBytes, prometheus.GaugeValue, float64(heldBytes))
+	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(queued))
+	buckets := make(map[float64]uint64, len(hostLimitBuckets))
+	var sum float64
+	for _, l := range limits {
+		sum += float64(l)
+		for _, b := range hostLimitBuckets {
+			if float64(l) <= b {
+				buckets[b]++
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstHistogram(c.limits, uint64(len(limits)), sum, buckets)
+}
+
+func (m *Metrics) observeAttempt(transport string, env environment.Env, res delivery.Result, outcome status.Outcome, meta *jetstream.MsgMetadata, begun status.Begun) {
 	result := "failed"
 	if res.OK() {
 		result = "succeeded"
 	}
-	m.attempts.WithLabelValues(transport, result).Inc()
+	m.attempts.WithLabelValues(transport, result, env.String()).Inc()
 	m.attemptDuration.WithLabelValues(transport).Observe(res.Duration.Seconds())
 	sincePublish := time.Since(meta.Timestamp).Seconds()
 	if begun.Attempt == 1 {
@@ -95,12 +165,12 @@ func (m *Metrics) observeAttempt(transport string, res delivery.Result, outcome 
 	switch outcome {
 	case status.OutcomeSucceeded:
 		m.toSuccess.Observe(sincePublish)
-		m.deliveries.WithLabelValues(transport, "succeeded").Inc()
+		m.deliveries.WithLabelValues(transport, "succeeded", env.String()).Inc()
 	case status.OutcomeFailed:
 		if res.Permanent {
-			m.deliveries.WithLabelValues(transport, "gave_up").Inc()
+			m.deliveries.WithLabelValues(transport, "gave_up", env.String()).Inc()
 		} else {
-			m.deliveries.WithLabelValues(transport, "exhausted").Inc()
+			m.deliveries.WithLabelValues(transport, "exhausted", env.String()).Inc()
 		}
 	}
 }

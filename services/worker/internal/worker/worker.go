@@ -1,16 +1,19 @@
-// Package worker delivers callbacks. One message's life, in order:
+// Package worker delivers callbacks. One message's life, in stages:
 //
-//	decode → look up the customer → resolve the target → claim an attempt (Redis)
-//	→ deliver (HTTP or email) → record the outcome (Redis) → Ack / NakWithDelay / Term
+//	decode → resolve → (wait for a turn) → claim → deliver → record → settle
 //
-// process returns a decision (done, later, never) and settle is the one place that turns it into
-// a JetStream acknowledgement.
+// decode and resolve run as soon as a message is taken from the stream; the message then waits in
+// its endpoint host's local queue until the scheduler gives it a delivery slot (scheduler.go);
+// claim, deliver and record run in that slot. Each stage either passes the job on or stops it with
+// a decision (done, later, never); settle is the one place that turns a decision into a JetStream
+// acknowledgement. Every held message is kept alive with InProgress until then (keepalive.go).
 package worker
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/delivery"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/schedule"
@@ -37,8 +41,10 @@ type Transport interface {
 	Deliver(ctx context.Context, m delivery.Message) delivery.Result
 }
 
+// profileSource gives the profile of the task's environment: its keys, and no other's, sign and
+// authenticate the task's callback.
 type profileSource interface {
-	Get(ctx context.Context, customerID string) (customer.Profile, error)
+	Get(ctx context.Context, customerID string, env environment.Env) (customer.Profile, error)
 	Invalidate(customerID string)
 }
 
@@ -51,7 +57,7 @@ type invalidSink interface {
 	Add(ctx context.Context, e quarantine.Event) (string, error)
 }
 
-// Deps are the worker's collaborators.
+// Deps are the worker's collaborators, given to New.
 type Deps struct {
 	Consumer   jetstream.Consumer
 	Profiles   profileSource
@@ -64,10 +70,18 @@ type Deps struct {
 
 // Worker pulls callbacks from the shared consumer and delivers them.
 type Worker struct {
-	Deps
+	consumer   jetstream.Consumer
+	profiles   profileSource
+	status     statusRecorder
+	invalid    invalidSink
+	transports map[target.Kind]Transport
+	log        *zap.Logger
+	metrics    *Metrics
+
 	schedule schedule.Schedule
 	slots    int
-	hosts    *hostLimiter
+	sched    *scheduler
+	alive    *keepalive
 	grace    time.Duration
 	now      func() time.Time
 }
@@ -80,73 +94,88 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
 	}
-	return &Worker{
-		Deps:     d,
+	slow := cfg.Timeout * 3 / 4
+	w := &Worker{
+		consumer: d.Consumer, profiles: d.Profiles, status: d.Status, invalid: d.Invalid,
+		transports: d.Transports, log: d.Log, metrics: d.Metrics,
 		schedule: cfg.Schedule,
 		slots:    cfg.Concurrency,
-		hosts:    newHostLimiter(cfg.HostConcurrency),
-		grace:    cfg.ShutdownGrace,
-		now:      time.Now,
-	}, nil
+		sched: newScheduler(cfg.MaxHeld, int64(cfg.MaxHeldBytes), cfg.HostQueue, cfg.Concurrency, func() aimdLimit {
+			return newAIMDLimit(hostLimitStart, hostLimitFloor, cfg.HostConcurrency, slow)
+		}),
+		alive: newKeepalive(cfg.AckWait, d.Log, d.Metrics),
+		grace: cfg.ShutdownGrace,
+		now:   time.Now,
+	}
+	d.Metrics.watch(w.sched)
+	return w, nil
 }
 
-// pullWait is how long one pull request waits for messages before it is renewed.
-const pullWait = 2 * time.Second
+const (
+	// pullWait is how long one pull request waits for messages before it is renewed.
+	pullWait = 2 * time.Second
+	// maxPull is the most messages one pull request asks for.
+	maxPull = 512
+)
 
-// Run pulls and delivers until ctx is cancelled, then lets the deliveries in flight finish
-// (each is bounded by the callback timeout) and returns. It never holds more messages than it
-// has free slots, so no message's AckWait runs down in a client-side buffer (nats.go #1929).
+// Run pulls and delivers until ctx is cancelled, then hands back what it holds but has not
+// started, lets the deliveries in flight finish (each bounded by the callback timeout, all by
+// the shutdown grace) and returns.
 func (w *Worker) Run(ctx context.Context) error {
-	free := make(chan struct{}, w.slots)
-	for range w.slots {
-		free <- struct{}{}
+	// The keepalive outlives the rest: deliveries finishing after shutdown began stay held.
+	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	var beats sync.WaitGroup
+	beats.Go(func() { w.alive.run(beatCtx) })
+	defer func() { stopBeats(); beats.Wait() }()
+
+	intake := make(chan *job, maxPull)
+	var intakers, slots sync.WaitGroup
+	for range max(4, 2*runtime.GOMAXPROCS(0)) {
+		intakers.Go(func() {
+			for j := range intake {
+				w.admit(ctx, j)
+			}
+		})
 	}
 	// One long-lived goroutine per slot rather than one per message: a delivery's goroutine
 	// grows its stack to tens of kilobytes (net/http's round trip), and growing a fresh stack
 	// for every message cost about 8% of the worker's CPU at full speed.
-	jobs := make(chan jetstream.Msg, w.slots)
-	var handlers sync.WaitGroup
 	for range w.slots {
-		handlers.Go(func() {
-			for msg := range jobs {
-				w.handle(ctx, msg)
-				free <- struct{}{}
+		slots.Go(func() {
+			for j := w.sched.take(); j != nil; j = w.sched.take() {
+				w.deliverHeld(j)
 			}
 		})
 	}
-	defer func() {
-		close(jobs)
-		w.drain(&handlers)
-	}()
+
+	w.pull(ctx, intake)
+	close(intake)
+	intakers.Wait()
+	for _, j := range w.sched.close() {
+		w.settle(j, later(0)) // not started: straight back for another worker
+		w.sched.unhold(j.size)
+	}
+	w.drain(&slots)
+	return nil
+}
+
+// pull takes messages from the stream while the window has room, until ctx ends.
+func (w *Worker) pull(ctx context.Context, intake chan<- *job) {
 	failures := 0
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-free:
-		}
-		n := 1
-	gather:
-		for n < w.slots {
-			select {
-			case <-free:
-				n++
-			default:
-				break gather
-			}
+		room, ok := w.sched.waitRoom(ctx)
+		if !ok {
+			return
 		}
 		// The pull's own context ends it early on shutdown, instead of after pullWait.
 		pullCtx, cancelPull := context.WithTimeout(ctx, pullWait)
-		batch, err := w.Consumer.Fetch(n, jetstream.FetchContext(pullCtx))
+		batch, err := w.consumer.Fetch(min(room, maxPull), jetstream.FetchContext(pullCtx))
 		if err != nil {
 			cancelPull()
-			for range n {
-				free <- struct{}{}
-			}
 			failures++
-			w.Log.Warn("pull failed", zap.Error(err), zap.Int("consecutive", failures))
+			w.log.Warn("pull failed", zap.Error(err), zap.Int("consecutive", failures))
 			if !sleep(ctx, backoff(failures)) {
-				return nil
+				return
 			}
 			continue
 		}
@@ -154,23 +183,29 @@ func (w *Worker) Run(ctx context.Context) error {
 		got := 0
 		for msg := range batch.Messages() {
 			got++
-			if ctx.Err() != nil {
-				// Shutting down: hand it straight back for another worker.
-				_ = msg.Nak()
-				free <- struct{}{}
-				continue
-			}
-			jobs <- msg // never blocks: at most w.slots messages are out at once
+			w.receive(ctx, msg, intake)
 		}
 		cancelPull()
-		w.Metrics.pullSize.Observe(float64(got))
-		for range n - got {
-			free <- struct{}{}
-		}
+		w.metrics.pullSize.Observe(float64(got))
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
 			!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			w.Log.Debug("pull ended", zap.Error(err))
+			w.log.Debug("pull ended", zap.Error(err))
 		}
+	}
+}
+
+// receive takes one message into the window and passes it to the intake stages.
+func (w *Worker) receive(ctx context.Context, msg jetstream.Msg, intake chan<- *job) {
+	j := &job{msg: msg, size: len(msg.Data()), ctx: context.WithoutCancel(ctx), log: w.log}
+	w.alive.hold(msg)
+	switch {
+	case ctx.Err() != nil:
+		w.settle(j, later(0)) // shutting down: straight back for another worker
+	case !w.sched.hold(j.size):
+		w.metrics.deferred.WithLabelValues(deferWindowBytes).Inc()
+		w.settle(j, later(jitter(minDefer)))
+	default:
+		intake <- j // never blocks for long: the window bounds what is in flight here
 	}
 }
 
@@ -188,12 +223,101 @@ func (w *Worker) drain(inflight *sync.WaitGroup) {
 	select {
 	case <-done:
 	case <-t.C:
-		w.Log.Warn("shutdown grace over with deliveries still in flight; they will be redelivered",
+		w.log.Warn("shutdown grace over with deliveries still in flight; they will be redelivered",
 			zap.Duration("grace", w.grace))
 	}
 }
 
-// decision is what process concluded; settle turns it into an acknowledgement.
+// job is one held message on its way through the stages. It carries its own context (with the
+// delivery's span) because the stages outlive the Run context: a delivery under way finishes
+// even when shutdown begins.
+type job struct {
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	size int
+	ctx  context.Context
+	log  *zap.Logger
+	span trace.Span
+
+	ev        event.Event
+	webhookID string
+	profile   customer.Profile
+	delivery  status.Delivery
+	target    target.Target
+	targetErr error // the target is unusable: recorded as a failed attempt, never retried
+	kind      string
+	hostKey   string
+	host      *hostState
+
+	begun     status.Begun
+	at        time.Time
+	attempted bool
+	result    delivery.Result
+	deferFor  time.Duration // set when the scheduler evicts the job from its host's queue
+}
+
+// A stage does one step of a job; false stops the job with the decision given.
+type stage func(j *job) (decision, bool)
+
+// runStages runs the stages in order until one stops the job.
+func runStages(j *job, stages ...stage) (decision, bool) {
+	for _, s := range stages {
+		if d, next := s(j); !next {
+			return d, false
+		}
+	}
+	return decision{}, true
+}
+
+// admit runs the intake stages and queues the job for its host, or defers it when the host's
+// queue is full.
+func (w *Worker) admit(ctx context.Context, j *job) {
+	if ctx.Err() != nil {
+		w.settle(j, later(0))
+		w.sched.unhold(j.size)
+		return
+	}
+	if customerID, _, ok := stream.ParseSubject(j.msg.Subject()); ok {
+		if wait, full := w.sched.deferEarly(customerID); full {
+			w.metrics.deferred.WithLabelValues(deferHostQueue).Inc()
+			w.settle(j, later(wait))
+			w.sched.unhold(j.size)
+			return
+		}
+	}
+	if d, next := runStages(j, w.decode, w.resolve); !next {
+		w.settle(j, d)
+		w.sched.unhold(j.size)
+		return
+	}
+	wait, ok, evicted := w.sched.enqueue(j)
+	if !ok {
+		w.metrics.deferred.WithLabelValues(deferHostQueue).Inc()
+		w.settle(j, later(wait))
+		w.sched.unhold(j.size)
+	}
+	for _, e := range evicted {
+		w.metrics.deferred.WithLabelValues(deferHostShare).Inc()
+		w.settle(e, later(e.deferFor))
+		w.sched.unhold(e.size)
+	}
+}
+
+// deliverHeld runs the delivery stages of a job the scheduler gave a slot, settles it and hands
+// the slot back with what the attempt said about the host.
+func (w *Worker) deliverHeld(j *job) {
+	w.metrics.inFlight.Inc()
+	defer w.metrics.inFlight.Dec()
+	d, _ := runStages(j, w.claim, w.deliver, w.record)
+	w.settle(j, d)
+	smp := sampleIgnore
+	if j.attempted {
+		smp = sampleOf(j.target.Kind, j.result)
+	}
+	w.sched.done(j, smp, j.result.Duration)
+}
+
+// decision is what the stages concluded; settle turns it into an acknowledgement.
 type decision struct {
 	verdict verdict
 	delay   time.Duration // for later
@@ -213,128 +337,137 @@ func later(d time.Duration) decision { return decision{verdict: vLater, delay: d
 func never(reason string) decision   { return decision{verdict: vNever, reason: reason} }
 func (d decision) String() string    { return [...]string{"ack", "nak", "term"}[d.verdict] }
 
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
-	w.Metrics.inFlight.Inc()
-	defer w.Metrics.inFlight.Dec()
-	// A delivery in flight finishes even when shutdown begins: the attempt has its own timeout,
-	// and abandoning it would only make the next worker repeat it.
-	d := w.process(context.WithoutCancel(ctx), msg)
-	w.settle(msg, d)
-}
-
-// settle is the only place that acknowledges messages.
-func (w *Worker) settle(msg jetstream.Msg, d decision) {
+// settle is the only place that acknowledges messages. The message's heartbeats stop first.
+func (w *Worker) settle(j *job, d decision) {
+	w.alive.forget(j.msg)
 	var err error
 	switch d.verdict {
 	case vDone:
-		err = msg.Ack()
+		err = j.msg.Ack()
 	case vLater:
-		err = msg.NakWithDelay(d.delay)
+		err = j.msg.NakWithDelay(d.delay)
 	case vNever:
-		err = msg.TermWithReason(d.reason)
+		err = j.msg.TermWithReason(d.reason)
 	}
 	if err != nil {
 		// The server will redeliver after AckWait; Begin in Redis keeps that from being
 		// counted twice or attempted early.
-		w.Log.Warn("acknowledgement failed", zap.String("ack", d.String()), zap.Error(err))
+		j.log.Warn("acknowledgement failed", zap.String("ack", d.String()), zap.Error(err))
+	}
+	if j.span != nil {
+		j.span.End()
 	}
 }
 
-func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
-	meta, err := msg.Metadata()
+// decode validates the event and opens the delivery's span; an invalid event is kept for
+// inspection and ended.
+func (w *Worker) decode(j *job) (decision, bool) {
+	meta, err := j.msg.Metadata()
 	if err != nil {
-		return never("not a JetStream message")
+		return never("not a JetStream message"), false
 	}
-	ev, webhookID, err := decode(msg)
+	j.meta = meta
+	ev, webhookID, err := parseMessage(j.msg)
 	if err != nil {
-		return w.refuse(ctx, msg, err)
+		return w.refuse(j.ctx, j.msg, err), false
 	}
-	log := w.Log.WithLazy(zap.String("task_id", ev.TaskID), zap.String("customer_id", ev.CustomerID),
-		zap.String("webhook_id", webhookID))
-	ctx, span := tracing.Tracer().Start(tracing.ExtractNATS(ctx, msg.Headers()), "callback.deliver",
+	j.ev, j.webhookID = ev, webhookID
+	j.log = w.log.WithLazy(zap.String("task_id", ev.TaskID), zap.String("customer_id", ev.CustomerID),
+		zap.String("environment", ev.Environment.String()), zap.String("webhook_id", webhookID))
+	j.ctx, j.span = tracing.Tracer().Start(tracing.ExtractNATS(j.ctx, j.msg.Headers()), "callback.deliver",
 		trace.WithSpanKind(trace.SpanKindConsumer))
-	defer span.End()
 	// Attributes are built only for a span that records: with tracing off (the default) they
 	// were a tenth of the worker's allocations.
-	if span.IsRecording() {
-		span.SetAttributes(attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.destination.name", msg.Subject()),
+	if j.span.IsRecording() {
+		j.span.SetAttributes(attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", j.msg.Subject()),
 			attribute.String("refonte.task_id", ev.TaskID), attribute.String("refonte.customer_id", ev.CustomerID),
 			attribute.String("refonte.webhook_id", webhookID))
 	}
+	return decision{}, true
+}
 
-	profile, err := w.Profiles.Get(ctx, ev.CustomerID)
+// resolve finds the customer and where the callback goes. No target at all is recorded as
+// no_callback and ends the job.
+func (w *Worker) resolve(j *job) (decision, bool) {
+	profile, err := w.profiles.Get(j.ctx, j.ev.CustomerID, j.ev.Environment)
 	if errors.Is(err, customer.ErrNotFound) {
-		return w.refuse(ctx, msg, event.Invalid(event.ReasonUnknownCustomer, "no customer %q", ev.CustomerID))
+		return w.refuse(j.ctx, j.msg, event.Invalid(event.ReasonUnknownCustomer, "no customer %q", j.ev.CustomerID)), false
 	}
 	if err != nil {
-		log.Warn("profile lookup failed; will retry", zap.Error(err))
-		return later(backoff(int(meta.NumDelivered)))
+		j.log.Warn("profile lookup failed; will retry", zap.Error(err))
+		return later(backoff(int(j.meta.NumDelivered))), false
 	}
-
-	d := status.Delivery{CustomerID: ev.CustomerID, TaskID: ev.TaskID, WebhookID: webhookID,
-		Task: ev.Task, Chain: meta.Sequence.Stream}
-	tgt, targetErr := target.Resolve(ev.CallbackURL, profile.DefaultCallbackURL)
-	if targetErr == nil && tgt.Kind == target.None {
-		if _, err := w.Status.Finish(ctx, d, "", status.OutcomeNoCallback, nil, time.Time{}, w.now()); err != nil {
-			log.Warn("recording no_callback failed; will retry", zap.Error(err))
-			return later(backoff(int(meta.NumDelivered)))
+	j.profile = profile
+	j.delivery = status.Delivery{CustomerID: j.ev.CustomerID, Env: j.ev.Environment, TaskID: j.ev.TaskID, WebhookID: j.webhookID,
+		Task: j.ev.Task, Chain: j.meta.Sequence.Stream}
+	j.target, j.targetErr = target.Resolve(j.ev.CallbackURL, profile.DefaultCallbackURL)
+	if j.targetErr == nil && j.target.Kind == target.None {
+		if _, err := w.status.Finish(j.ctx, j.delivery, "", status.OutcomeNoCallback, nil, time.Time{}, w.now()); err != nil {
+			j.log.Warn("recording no_callback failed; will retry", zap.Error(err))
+			return later(backoff(int(j.meta.NumDelivered))), false
 		}
-		w.Metrics.deliveries.WithLabelValues("none", "no_callback").Inc()
-		log.Info("no callback target", zap.String("outcome", "no_callback"))
-		return done()
+		w.metrics.deliveries.WithLabelValues("none", "no_callback", j.ev.Environment.String()).Inc()
+		j.log.Info("no callback target", zap.String("outcome", "no_callback"))
+		return done(), false
 	}
-	kind := tgt.Kind.String()
-	if targetErr != nil {
-		kind = "unusable"
+	j.kind = j.target.Kind.String()
+	if j.targetErr != nil {
+		j.kind = "unusable"
 	}
+	j.hostKey = j.target.Host()
+	return decision{}, true
+}
 
-	release, retryIn, ok := w.hosts.acquire(tgt.Host())
-	if !ok {
-		// Over this host's share of the slots: come back later, without using an attempt.
-		w.Metrics.deferred.Inc()
-		return later(retryIn)
-	}
-	var took time.Duration
-	defer func() { release(took) }()
-
-	now := w.now()
-	begun, err := w.Status.Begin(ctx, d, tgt.Raw, w.schedule.MaxAttempts(), now)
+// claim takes the next attempt in Redis: a delivery already finished or superseded ends here, one
+// not yet due comes back later, one out of attempts is ended.
+func (w *Worker) claim(j *job) (decision, bool) {
+	j.at = w.now()
+	begun, err := w.status.Begin(j.ctx, j.delivery, j.target.Raw, w.schedule.MaxAttempts(), j.at)
 	if err != nil {
-		log.Warn("claiming an attempt failed; will retry", zap.Error(err))
-		return later(backoff(int(meta.NumDelivered)))
+		j.log.Warn("claiming an attempt failed; will retry", zap.Error(err))
+		return later(backoff(int(j.meta.NumDelivered))), false
 	}
+	j.begun = begun
 	switch begun.Verdict {
 	case status.Superseded, status.Finished:
-		return done()
+		return done(), false
 	case status.NotDue:
-		return later(begun.Wait)
+		return later(begun.Wait), false
 	case status.Exhausted:
-		w.Metrics.deliveries.WithLabelValues(kind, "exhausted").Inc()
-		log.Warn("attempts exhausted", zap.Int("attempt", begun.Attempt))
-		return never("attempts exhausted")
+		w.metrics.deliveries.WithLabelValues(j.kind, "exhausted", j.ev.Environment.String()).Inc()
+		j.log.Warn("attempts exhausted", zap.Int("attempt", begun.Attempt))
+		return never("attempts exhausted"), false
 	}
-	if begun.ProfileVersion > profile.Version {
+	if begun.ProfileVersion > j.profile.Version {
 		// Redis has a newer profile than the cache (a key was rotated a moment ago): the
 		// rotated key is used from this attempt on. The target stays as resolved.
-		w.Profiles.Invalidate(ev.CustomerID)
-		if fresh, err := w.Profiles.Get(ctx, ev.CustomerID); err == nil {
-			profile = fresh
+		w.profiles.Invalidate(j.ev.CustomerID)
+		if fresh, err := w.profiles.Get(j.ctx, j.ev.CustomerID, j.ev.Environment); err == nil {
+			j.profile = fresh
 		}
 	}
-	oneShot := begun.Verdict == status.OneShot
-	log = log.WithLazy(zap.Int("attempt", begun.Attempt), zap.Int("delivery", begun.Delivery),
-		zap.String("target_host", tgt.Host()), zap.Bool("superseded_resend", oneShot))
+	j.log = j.log.WithLazy(zap.Int("attempt", begun.Attempt), zap.Int("delivery", begun.Delivery),
+		zap.String("target_host", j.hostKey), zap.Bool("superseded_resend", begun.Verdict == status.OneShot))
+	return decision{}, true
+}
 
-	var res delivery.Result
-	if targetErr != nil {
-		res = delivery.Result{Err: targetErr, Permanent: true}
-	} else {
-		res = w.attempt(ctx, ev, profile, tgt, webhookID, begun, now)
-		took = res.Duration
+// deliver makes the attempt; an unusable target fails it without one. It never stops the job.
+func (w *Worker) deliver(j *job) (decision, bool) {
+	if j.targetErr != nil {
+		j.result = delivery.Result{Err: j.targetErr, Permanent: true}
+		return decision{}, true
 	}
+	j.result = w.attempt(j)
+	j.attempted = true
+	return decision{}, true
+}
 
-	entry := &status.AttemptLog{Attempt: begun.Attempt, Delivery: begun.Delivery, At: now,
+// record classifies the attempt, counts and logs it, and writes it down; the decision follows
+// from the outcome.
+func (w *Worker) record(j *job) (decision, bool) {
+	res, begun := j.result, j.begun
+	entry := &status.AttemptLog{Attempt: begun.Attempt, Delivery: begun.Delivery, At: j.at,
 		StatusCode: res.StatusCode, DurationMS: res.Duration.Milliseconds(), ResponseExcerpt: res.Excerpt}
 	var (
 		outcome status.Outcome
@@ -353,37 +486,36 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) decision {
 			outcome, dec = status.OutcomeFailed, never("attempts exhausted")
 		}
 	}
-	if oneShot {
+	if begun.Verdict == status.OneShot {
 		// A newer resend owns the retries and the flag; this one was its own delivery once.
 		dec, next = done(), time.Time{}
 	}
 	if res.Err != nil {
 		entry.Error = res.Err.Error()
 	}
-	w.Metrics.observeAttempt(kind, res, outcome, meta, begun)
-	if ce := log.Check(zap.InfoLevel, "attempt"); ce != nil {
+	w.metrics.observeAttempt(j.kind, j.ev.Environment, res, outcome, j.meta, begun)
+	if ce := j.log.Check(zap.InfoLevel, "attempt"); ce != nil {
 		ce.Write(zap.String("outcome", string(outcome)),
 			zap.Int("status_code", res.StatusCode),
 			zap.Duration("duration", res.Duration),
 			zap.String("error", entry.Error))
 	}
-
-	if err := w.record(ctx, d, tgt.Raw, outcome, entry, next); err != nil {
+	if err := w.writeOutcome(j.ctx, j.delivery, j.target.Raw, outcome, entry, next); err != nil {
 		// The customer may have the callback, but we could not write it down. Do not ack as if
 		// all were well: the message comes back, Begin logs this attempt as interrupted, and
 		// the next attempt is recorded once Redis answers again.
-		log.Error("recording the attempt failed; will redeliver", zap.Error(err))
-		return later(5 * time.Second)
+		j.log.Error("recording the attempt failed; will redeliver", zap.Error(err))
+		return later(5 * time.Second), false
 	}
-	return dec
+	return dec, false
 }
 
-// record writes an attempt's outcome, retrying briefly: a short Redis hiccup should not cost the
-// customer a duplicate callback.
-func (w *Worker) record(ctx context.Context, d status.Delivery, tgt string, o status.Outcome, e *status.AttemptLog, next time.Time) error {
+// writeOutcome writes an attempt's outcome, retrying briefly: a short Redis hiccup should not
+// cost the customer a duplicate callback. The message stays alive meanwhile.
+func (w *Worker) writeOutcome(ctx context.Context, d status.Delivery, tgt string, o status.Outcome, e *status.AttemptLog, next time.Time) error {
 	var err error
 	for i := 1; i <= 4; i++ {
-		if _, err = w.Status.Finish(ctx, d, tgt, o, e, next, w.now()); err == nil {
+		if _, err = w.status.Finish(ctx, d, tgt, o, e, next, w.now()); err == nil {
 			return nil
 		}
 		if !sleep(ctx, backoff(i)) {
@@ -393,16 +525,18 @@ func (w *Worker) record(ctx context.Context, d status.Delivery, tgt string, o st
 	return err
 }
 
-func (w *Worker) attempt(ctx context.Context, ev event.Event, p customer.Profile, tgt target.Target, webhookID string, begun status.Begun, now time.Time) delivery.Result {
-	tr := w.Transports[tgt.Kind]
+// attempt signs and sends the callback through the target's transport.
+func (w *Worker) attempt(j *job) delivery.Result {
+	tgt, ev, begun := j.target, j.ev, j.begun
+	tr := w.transports[tgt.Kind]
 	if tr == nil {
 		return delivery.Result{Err: fmt.Errorf("%s callbacks are not configured", tgt.Kind), Permanent: true}
 	}
-	keys, err := p.SigningKeys(now)
+	keys, err := j.profile.SigningKeys(j.at)
 	if err != nil {
 		return delivery.Result{Err: errors.New("the customer's signing secret is unusable"), Permanent: true}
 	}
-	ctx, span := tracing.Tracer().Start(ctx, "callback.attempt", trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := tracing.Tracer().Start(j.ctx, "callback.attempt", trace.WithSpanKind(trace.SpanKindClient))
 	defer span.End()
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("refonte.attempt", begun.Attempt), attribute.Int("refonte.delivery", begun.Delivery),
@@ -415,10 +549,10 @@ func (w *Worker) attempt(ctx context.Context, ev event.Event, p customer.Profile
 		CustomerID: ev.CustomerID,
 		TaskID:     ev.TaskID,
 		Status:     ev.Status,
-		WebhookID:  webhookID,
-		Timestamp:  now,
-		Signature:  signing.Sign(webhookID, now.Unix(), body, keys...),
-		AuthKey:    p.CallbackAuthKey,
+		WebhookID:  j.webhookID,
+		Timestamp:  j.at,
+		Signature:  signing.Sign(j.webhookID, j.at.Unix(), body, keys...),
+		AuthKey:    j.profile.CallbackAuthKey,
 		Header:     tracing.Headers(ctx),
 	})
 	if res.StatusCode != 0 {
@@ -436,24 +570,24 @@ func (w *Worker) refuse(ctx context.Context, msg jetstream.Msg, err error) decis
 	if !ok {
 		reason = event.ReasonMalformed
 	}
-	w.Metrics.rejected.WithLabelValues(string(reason)).Inc()
-	w.Log.Warn("event refused", zap.String("subject", msg.Subject()), zap.String("reason", string(reason)),
+	w.metrics.rejected.WithLabelValues(string(reason)).Inc()
+	w.log.Warn("event refused", zap.String("subject", msg.Subject()), zap.String("reason", string(reason)),
 		zap.String("detail", err.Error()))
-	_, addErr := w.Invalid.Add(ctx, quarantine.Event{
+	_, addErr := w.invalid.Add(ctx, quarantine.Event{
 		Subject: msg.Subject(), Reason: string(reason), Detail: err.Error(),
 		ReceivedAt: w.now(), Headers: msg.Headers(), Raw: msg.Data(),
 	})
 	if addErr != nil {
-		w.Log.Warn("keeping the refused event failed; will retry", zap.Error(addErr))
+		w.log.Warn("keeping the refused event failed; will retry", zap.Error(addErr))
 		return later(5 * time.Second)
 	}
 	return never(string(reason))
 }
 
-// decode validates the message and works out its webhook id: the publisher's Nats-Msg-Id for a
+// parseMessage validates the message and works out its webhook id: the publisher's Nats-Msg-Id for a
 // completion, the original's id (carried in a header) for a resend, and for either without
 // one, the id derived from the event (event.DerivedWebhookID).
-func decode(msg jetstream.Msg) (event.Event, string, error) {
+func parseMessage(msg jetstream.Msg) (event.Event, string, error) {
 	customerID, resend, ok := stream.ParseSubject(msg.Subject())
 	if !ok {
 		return event.Event{}, "", event.Invalid(event.ReasonSubjectMismatch, "subject %q is not one of ours", msg.Subject())
@@ -473,8 +607,9 @@ func decode(msg jetstream.Msg) (event.Event, string, error) {
 	}
 	if id == "" {
 		// Published without Nats-Msg-Id: an id derived from the completion itself, so a copy
-		// published again gets the same one. Events do not name an environment yet: live.
-		id = event.DerivedWebhookID(ev.CustomerID, "live", ev.TaskID, ev.CompletedAt())
+		// published again gets the same one; the environment is part of it, so a test and a
+		// live completion of one task never share an id.
+		id = event.DerivedWebhookID(ev.CustomerID, ev.Environment.String(), ev.TaskID, ev.CompletedAt())
 	}
 	if !event.ValidWebhookID(id) {
 		return event.Event{}, "", event.Invalid(event.ReasonInvalidMessageID,

@@ -16,6 +16,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/schemas"
@@ -408,7 +409,7 @@ func TestRotation_is_used_at_once_despite_a_stale_cache(t *testing.T) {
 	h.publish("c1", task("t1", ""))
 	h.waitFinal("c1", "t1", 10*time.Second) // the worker now caches the profile
 
-	after, err := h.customers.RotateCallbackAuthKey(context.Background(), "c1")
+	after, err := h.customers.RotateCallbackAuthKey(context.Background(), "c1", environment.Live)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,19 @@
 // gateway's JSON API with the customer's API key, which lives in sessionStorage only and travels
 // in the Authorization header (HTTP Basic, the key as username), never in a URL.
 //
+// A customer has a live and a test environment, each opened by its own API key. The page keeps
+// one key per environment and the switch in the top bar picks which one every call uses, so a
+// view only ever shows the data of the environment it names.
+//
 // The DOM is built from text nodes and attributes only, never by parsing HTML: task data, answers
 // of customer endpoints and error messages can never become markup. The page's CSP enforces it
 // (require-trusted-types-for 'script').
 'use strict';
 
 (() => {
-  const KEY = 'refonte.apiKey';
+  const KEYS = { live: 'refonte.apiKey.live', test: 'refonte.apiKey.test' };
+  const ENV = 'refonte.environment';
+  const ENV_NAMES = { live: 'Live', test: 'Test' };
   const PAGE_SIZE = 20;
   const $ = (id) => document.getElementById(id);
 
@@ -44,7 +50,7 @@
 
   // request is api with the answer's text as well.
   async function request(method, path, body, signingInWith) {
-    const key = signingInWith || sessionStorage.getItem(KEY);
+    const key = signingInWith || currentKey();
     if (!key) throw new ApiError(401, 'not signed in');
     const headers = {
       'Authorization': basic(key),
@@ -227,22 +233,87 @@
     }
   }
 
+  // currentEnv is the environment the page shows: live unless the switch says test.
+  function currentEnv() {
+    return sessionStorage.getItem(ENV) === 'test' ? 'test' : 'live';
+  }
+
+  function currentKey() {
+    return sessionStorage.getItem(KEYS[currentEnv()]);
+  }
+
   function signedIn() {
-    return !!sessionStorage.getItem(KEY);
+    return !!(sessionStorage.getItem(KEYS.live) || sessionStorage.getItem(KEYS.test));
+  }
+
+  // renderEnv marks the whole page with the environment it shows.
+  function renderEnv() {
+    const env = currentEnv();
+    document.body.classList.toggle('env-test', env === 'test');
+    $('env-banner').hidden = env !== 'test' || !signedIn();
+    $('env-switch').hidden = !signedIn();
+    for (const b of document.querySelectorAll('#env-switch button')) {
+      b.setAttribute('aria-pressed', String(b.dataset.env === env));
+    }
+    setText('auth-title', ENV_NAMES[env] + ' Callback Auth Key');
+    for (const e of document.querySelectorAll('.auth-name')) e.textContent = ENV_NAMES[env] + ' Callback Auth Key';
+    for (const e of document.querySelectorAll('.env-name')) e.textContent = ENV_NAMES[env];
+  }
+
+  function authKeyName() {
+    return ENV_NAMES[currentEnv()] + ' Callback Auth Key';
+  }
+
+  // switchEnv shows the other environment: its own key, profile and tasks. Without a key for it
+  // yet, the sign-in form asks for one.
+  async function switchEnv(env) {
+    if (env === currentEnv()) return;
+    sessionStorage.setItem(ENV, env);
+    state.profile = null;
+    state.secret = null;
+    state.showAuth = state.showSecret = false;
+    state.cursors = [];
+    state.pageCursor = '';
+    for (const id of ['auth-value', 'secret-value', 'test-request', 'test-excerpt']) setText(id, '');
+    $('test-result').hidden = true;
+    $('callbacks-body').replaceChildren(); // the other environment's rows must not linger
+    renderEnv();
+    if (currentKey()) {
+      try {
+        setProfile(await api('GET', '/v1/profile'));
+      } catch (err) {
+        if (err.status === 401) return;
+        flash(err.message, true);
+      }
+    }
+    // A task id names a task of one environment only: back to the list.
+    if (/^#\/callbacks\/./.test(location.hash)) go('#/callbacks');
+    else route();
+  }
+
+  for (const b of document.querySelectorAll('#env-switch button')) {
+    b.addEventListener('click', () => switchEnv(b.dataset.env));
   }
 
   function route() {
     const hash = location.hash || '';
     if (!hash.startsWith('#/') && hash !== '') return; // an in-page anchor
     flash('');
-    if (!signedIn()) {
+    renderEnv();
+    if (!currentKey()) {
+      // Signed in to the other environment only: ask for this one's key.
+      const other = signedIn();
       $('nav').hidden = true;
-      $('signout').hidden = true;
-      setText('who', '');
+      $('signout').hidden = !other;
+      $('signin-env').hidden = !other;
+      setText('signin-env', other ? 'Sign in to your ' + currentEnv() + ' environment with its API key (rk_' +
+        currentEnv() + '_…).' : '');
+      if (!other) setText('who', '');
       show('signin');
       performance.mark('refonte:sign-in-ready');
       return;
     }
+    $('signin-env').hidden = true;
     $('nav').hidden = false;
     $('signout').hidden = false;
     const [path, qs] = hash.slice(1).split('?');
@@ -259,7 +330,7 @@
   }
 
   function signOut(message) {
-    sessionStorage.removeItem(KEY);
+    for (const k of [KEYS.live, KEYS.test, ENV]) sessionStorage.removeItem(k);
     state.profile = null;
     state.secret = null;
     state.showAuth = state.showSecret = false;
@@ -283,7 +354,10 @@
     const button = e.submitter || $('signin-form').querySelector('button');
     try {
       const p = await busy(button, 'Signing in…', () => api('GET', '/v1/profile', undefined, key));
-      sessionStorage.setItem(KEY, key);
+      // The key's own environment, as the gateway names it: a test key opens the test one.
+      const env = p.environment === 'test' ? 'test' : 'live';
+      sessionStorage.setItem(KEYS[env], key);
+      sessionStorage.setItem(ENV, env);
       input.value = '';
       setProfile(p);
       if (/^#\/(callbacks|profile)/.test(location.hash)) route();
@@ -303,6 +377,7 @@
   function setProfile(p) {
     state.profile = p;
     setText('who', p.customer_id);
+    renderEnv();
   }
 
   // ---------------------------------------------------------------- profile
@@ -377,14 +452,14 @@
     renderProfile(false);
   });
   $('auth-copy').addEventListener('click', () => {
-    if (state.profile) copy(state.profile.callback_auth_key, 'Live Callback Auth Key');
+    if (state.profile) copy(state.profile.callback_auth_key, authKeyName());
   });
   confirmable('auth', async () => {
     const p = await api('POST', '/v1/profile/callback-auth-key/rotate');
     setProfile(p);
     state.showAuth = true;
     renderProfile(false);
-    flash('New Live Callback Auth Key issued: callbacks carry it from now on.');
+    flash('New ' + authKeyName() + ' issued: callbacks carry it from now on.');
   });
 
   async function loadSecret() {
@@ -763,7 +838,7 @@
   window.addEventListener('hashchange', route);
 
   async function start() {
-    if (signedIn()) {
+    if (currentKey()) {
       try {
         setProfile(await api('GET', '/v1/profile'));
       } catch (err) {
