@@ -47,11 +47,26 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 	respond(n, w, r)
 }
 
+// SetRespond replaces Respond while the receiver serves, e.g. with a function that looks at the
+// receiver's own records.
+func (rc *Receiver) SetRespond(respond func(n int, w http.ResponseWriter, r *http.Request)) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.Respond = respond
+}
+
 // Requests returns a copy of what was received so far.
 func (rc *Receiver) Requests() []Request {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return append([]Request(nil), rc.requests...)
+}
+
+// Request returns the n-th request received (1-based, as Respond numbers them).
+func (rc *Receiver) Request(n int) Request {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.requests[n-1]
 }
 
 // Count is the number of requests received.

@@ -59,6 +59,7 @@ type SMTPSink struct {
 	mu         sync.Mutex
 	messages   []SMTPMessage
 	sessions   int
+	ended      int
 	datas      int
 	rejectCode int
 	rejectN    int
@@ -134,6 +135,14 @@ func (s *SMTPSink) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sessions
+}
+
+// Ended is the number of connections that are over: once it equals Sessions, nothing in flight
+// can still be accepted.
+func (s *SMTPSink) Ended() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended
 }
 
 func (s *SMTPSink) newSession(c *smtp.Conn) (smtp.Session, error) {
@@ -216,8 +225,13 @@ func (ss *smtpSession) Data(r io.Reader) error {
 		TLS: isTLS, User: ss.user})
 }
 
-func (ss *smtpSession) Reset()        { ss.from, ss.to = "", nil }
-func (ss *smtpSession) Logout() error { return nil }
+func (ss *smtpSession) Reset() { ss.from, ss.to = "", nil }
+func (ss *smtpSession) Logout() error {
+	ss.sink.mu.Lock()
+	ss.sink.ended++
+	ss.sink.mu.Unlock()
+	return nil
+}
 
 // Parse reads the message as a mail client would: its header, and its body with the transfer
 // encoding undone.

@@ -201,6 +201,10 @@ func TestDeliver_timeout_bounds_a_relay_that_hangs_after_the_data(t *testing.T) 
 func TestDeliver_timeout_bounds_the_whole_attempt_not_each_step(t *testing.T) {
 	sink := testenv.NewSMTPSink(t, testenv.SMTPOptions{Delay: 150 * time.Millisecond})
 	assertTimesOut(t, sink.Addr)
+	// The relay's session may still be sleeping through a step: only once it is over can no
+	// late acceptance follow.
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.Sessions() >= 1 && sink.Ended() == sink.Sessions() },
+		"the relay's session ends after the sender gave up")
 	if sink.Count() != 0 {
 		t.Errorf("the relay accepted the message after the attempt had given up")
 	}

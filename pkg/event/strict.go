@@ -17,10 +17,11 @@ const MaxDepth = 64
 // receivers (JavaScript among them) cannot read it back, so it is refused at the door.
 const maxNumberLen = 64
 
-// checkStrict walks data once and refuses what encoding/json would silently accept: invalid
+// CheckStrict walks data once and refuses what encoding/json would silently accept: invalid
 // UTF-8, duplicate object keys, nesting beyond MaxDepth and numbers that do not fit a float64.
-// It is also a full syntax check, so callers need no json.Valid.
-func checkStrict(data []byte) error {
+// It is also a full syntax check, so callers need no json.Valid. Every JSON document the
+// services read from outside — events, and the gateway's request bodies — passes through it.
+func CheckStrict(data []byte) error {
 	_, err := scan(data)
 	return err
 }
@@ -100,6 +101,9 @@ func (s *scanner) value(depth int) error {
 	}
 }
 
+// object scans one object: keys, duplicate detection and the contract's fields. It stays one
+// function because it is the scanner's hot loop (every event passes through it): splitting it
+// costs calls per key on the workers' decode path.
 func (s *scanner) object(depth int) error {
 	if depth > MaxDepth {
 		return s.errorf("nesting deeper than %d levels", MaxDepth)

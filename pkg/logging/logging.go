@@ -21,7 +21,7 @@ func New(service, format, level string) (*zap.Logger, error) {
 	}
 	log, err := cfg.Build()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("build logger: %w", err)
 	}
 	return log.With(zap.String("service", service)), nil
 }

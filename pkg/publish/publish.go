@@ -23,16 +23,24 @@ import (
 
 // Publisher publishes task completions and resends.
 type Publisher struct {
-	js jetstream.JetStream
+	js    jetstream.JetStream
+	diffs []stream.Difference
 }
 
-// New ensures the stream exists with cfg and returns a Publisher.
+// New attaches to the stream cfg names (creating it when it does not exist yet, never changing
+// it: the workers own its settings) and returns a Publisher. StreamDifferences says how the
+// stream differs from cfg.
 func New(ctx context.Context, js jetstream.JetStream, cfg stream.Config) (*Publisher, error) {
-	if _, err := stream.Ensure(ctx, js, cfg); err != nil {
-		return nil, err
+	_, diffs, err := stream.Attach(ctx, js, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	return &Publisher{js: js}, nil
+	return &Publisher{js: js, diffs: diffs}, nil
 }
+
+// StreamDifferences lists the stream's settings that were not those of the configuration New
+// was given when it attached; a service should warn about them.
+func (p *Publisher) StreamDifferences() []stream.Difference { return p.diffs }
 
 // Completion is one finished task.
 type Completion struct {
@@ -77,8 +85,9 @@ func (p *Publisher) Publish(ctx context.Context, c Completion) (*jetstream.PubAc
 	ack, err := p.js.PublishMsg(ctx, msg)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
+		return nil, fmt.Errorf("publish task %s: %w", ev.TaskID, err)
 	}
-	return ack, err
+	return ack, nil
 }
 
 // Resend puts an already-delivered (or failed, or retrying) callback back on the stream for a

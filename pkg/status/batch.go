@@ -13,25 +13,32 @@ import (
 const maxBatch = 128
 
 // batcher sends the script calls of concurrent deliveries to Redis in one pipeline, the way a
-// database groups commits: the first caller to arrive writes its call and every call that queued
-// meanwhile, then hands the next batch to one of the callers still waiting. A lone call goes out
-// at once, so batching adds no latency; under load one round trip carries many calls, which cuts
-// the client's and Redis's per-call cost (system calls, wake-ups). Each call is still atomic on
-// its own, and the calls of one delivery stay in order because a delivery waits for each reply.
-// No goroutine of its own: the callers do the work.
+// database groups commits: whoever holds the writer token sends every call queued so far (its own
+// included, unless an earlier writer already sent it) in one pipeline, answers each, and gives
+// the token back. A caller waits for whichever comes first, its answer or the token, so a lone
+// call goes out at once (batching adds no latency) and a queued call always has its own caller
+// ready to send it. Under load one round trip carries many calls, which cuts the client's and
+// Redis's per-call cost (system calls, wake-ups). Each call is still atomic on its own, and the
+// calls of one delivery stay in order because a delivery waits for each reply. No goroutine of
+// its own: the callers do the work.
 type batcher struct {
 	rdb redis.UniversalClient
+	// writer is the token (capacity 1) that lets one caller at a time send a batch; it is taken
+	// and given back within flush, so no goroutine ever owns another's turn.
+	writer chan struct{}
 
-	mu       sync.Mutex
-	pending  []*call
-	flushing bool
+	mu      sync.Mutex
+	pending []*call
+}
+
+func newBatcher(rdb redis.UniversalClient) *batcher {
+	return &batcher{rdb: rdb, writer: make(chan struct{}, 1)}
 }
 
 type call struct {
 	keys  []string
 	args  []any
-	reply chan callResult
-	lead  chan struct{} // closed when this caller must write the next batch
+	reply chan callResult // buffered: answering never blocks the writer
 }
 
 type callResult struct {
@@ -40,40 +47,33 @@ type callResult struct {
 }
 
 func (b *batcher) do(ctx context.Context, keys []string, args []any) ([]int64, error) {
-	c := &call{keys: keys, args: args, reply: make(chan callResult, 1), lead: make(chan struct{})}
+	c := &call{keys: keys, args: args, reply: make(chan callResult, 1)}
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
-	if b.flushing {
-		b.mu.Unlock()
+	b.mu.Unlock()
+	for {
 		select {
 		case r := <-c.reply:
 			return r.vals, r.err
-		case <-c.lead:
+		case b.writer <- struct{}{}:
+			// The batch may not hold this call (an earlier writer sent it, or more than
+			// maxBatch were queued before it); the loop then waits again.
+			b.flush(context.WithoutCancel(ctx))
 		}
-	} else {
-		b.flushing = true
-		b.mu.Unlock()
 	}
-	// This caller writes a batch: everything queued so far, its own call included.
+}
+
+// flush sends up to maxBatch queued calls and gives the writer token back. The caller must hold
+// the token.
+func (b *batcher) flush(ctx context.Context) {
+	defer func() { <-b.writer }()
 	b.mu.Lock()
-	batch := b.pending
-	if len(batch) > maxBatch {
-		batch = batch[:maxBatch]
-	}
+	batch := b.pending[:min(len(b.pending), maxBatch)]
 	b.pending = b.pending[len(batch):]
 	b.mu.Unlock()
-
-	b.exec(context.WithoutCancel(ctx), batch)
-
-	b.mu.Lock()
-	if len(b.pending) > 0 {
-		close(b.pending[0].lead) // flushing stays true: leadership passes on
-	} else {
-		b.flushing = false
+	if len(batch) > 0 {
+		b.exec(ctx, batch)
 	}
-	b.mu.Unlock()
-	r := <-c.reply
-	return r.vals, r.err
 }
 
 func (b *batcher) exec(ctx context.Context, batch []*call) {

@@ -295,7 +295,7 @@ func (s *Store) execScripts(ctx context.Context, pipe redis.Pipeliner) error {
 	_, err := pipe.Exec(ctx)
 	if err != nil && hasNoScript(cmds) {
 		if err = readLogScript.Load(ctx, s.rdb).Err(); err != nil {
-			return err
+			return fmt.Errorf("load read-log script: %w", err)
 		}
 		for _, c := range cmds {
 			_ = pipe.Process(ctx, c)
@@ -303,7 +303,7 @@ func (s *Store) execScripts(ctx context.Context, pipe redis.Pipeliner) error {
 		_, err = pipe.Exec(ctx)
 	}
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return err
+		return fmt.Errorf("read attempt logs: %w", err)
 	}
 	return nil
 }

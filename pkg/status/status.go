@@ -58,13 +58,13 @@ func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration)
 	if retention <= 0 {
 		retention = DefaultRetention
 	}
-	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: &batcher{rdb: rdb}}
+	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: newBatcher(rdb)}
 }
 
 // Load makes sure Redis has the script cached, so the first delivery does not pay for it.
 func (s *Store) Load(ctx context.Context) error {
 	if err := recordScript.Load(ctx, s.rdb).Err(); err != nil {
-		return err
+		return fmt.Errorf("load status script: %w", err)
 	}
 	return readLogScript.Load(ctx, s.rdb).Err()
 }

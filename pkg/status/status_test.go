@@ -258,10 +258,11 @@ func TestStatus_log_written_as_a_list_is_still_read(t *testing.T) {
 	}
 }
 
-// Readers load their script again when Redis lost it (a restart, SCRIPT FLUSH).
+// Readers load their script again when Redis lost it (a restart, SCRIPT FLUSH). The cache is
+// emptied on a Redis of the test's own: SCRIPT FLUSH is server-wide.
 func TestStatus_log_is_read_after_redis_lost_its_scripts(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
-	s := status.NewStore(rdb, prefix, time.Hour)
+	rdb := testenv.PrivateRedis(t)
+	s := status.NewStore(rdb, "test:", time.Hour)
 	d := delivery(1)
 	begin(t, s, d, 21)
 	finish(t, s, d, 1, status.OutcomeSucceeded, time.Time{})

@@ -4,6 +4,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -78,13 +79,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Ensure creates the stream, or updates it to cfg, idempotently: every publisher and worker calls
-// it at start.
-func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+// jetStreamConfig is the stream cfg describes, as JetStream takes it.
+func jetStreamConfig(cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        cfg.Name,
 		Description: "Refonte task completions and callback resends",
 		Subjects:    []string{CompletedPrefix + ">", ResendPrefix + ">"},
@@ -95,11 +92,73 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 		MaxBytes:    cfg.MaxBytes,
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  cfg.Duplicates,
-	})
+	}
+}
+
+// Ensure creates the stream, or updates it to cfg. Only the stream's owner calls it — the
+// workers, at start — so that services started with different settings never resize the stream
+// back and forth; every other service uses Attach.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := js.CreateOrUpdateStream(ctx, jetStreamConfig(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
 	return st, nil
+}
+
+// Attach finds the stream for a service that does not own it (a publisher, the gateway). An
+// existing stream is never changed: its settings that differ from cfg are returned for the
+// caller to warn about. A missing stream is created with cfg, so publishers may start before
+// the workers, which then apply their own settings.
+func Attach(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, []Difference, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	st, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		st, err = js.CreateStream(ctx, jetStreamConfig(cfg))
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			st, err = js.Stream(ctx, cfg.Name) // created meanwhile by someone else
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("attach to stream %s: %w", cfg.Name, err)
+	}
+	return st, Compare(st.CachedInfo().Config, cfg), nil
+}
+
+// Difference is one setting of the stream that is not what a service was configured with.
+type Difference struct {
+	Setting string
+	Want    string // what the service's configuration says
+	Have    string // what the stream has
+}
+
+func (d Difference) String() string {
+	return fmt.Sprintf("%s is %s, configured %s", d.Setting, d.Have, d.Want)
+}
+
+// Compare lists the settings of have that differ from the stream cfg describes.
+func Compare(have jetstream.StreamConfig, cfg Config) []Difference {
+	want := jetStreamConfig(cfg)
+	var diffs []Difference
+	check := func(setting string, w, h any) {
+		if ws, hs := fmt.Sprint(w), fmt.Sprint(h); ws != hs {
+			diffs = append(diffs, Difference{Setting: setting, Want: ws, Have: hs})
+		}
+	}
+	check("subjects", want.Subjects, have.Subjects)
+	check("replicas", want.Replicas, have.Replicas)
+	check("max age", want.MaxAge, have.MaxAge)
+	check("max bytes", want.MaxBytes, have.MaxBytes)
+	check("duplicate window", want.Duplicates, have.Duplicates)
+	check("discard policy", want.Discard, have.Discard)
+	check("retention", want.Retention, have.Retention)
+	check("storage", want.Storage, have.Storage)
+	return diffs
 }
 
 // ConsumerConfig describes the workers' shared durable consumer.

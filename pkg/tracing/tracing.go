@@ -7,8 +7,8 @@ package tracing
 
 import (
 	"context"
+	"fmt"
 	"net/http"
-	"os"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel"
@@ -24,19 +24,19 @@ const instrumentation = "refonte.ai/callbacks"
 
 var propagator = propagation.TraceContext{}
 
-// Setup installs the OTLP exporter when an endpoint is configured. The returned function
-// flushes and stops it; it is a no-op when tracing is off.
-func Setup(ctx context.Context, service string) (func(context.Context) error, error) {
-	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+// Setup installs the OTLP exporter when cfg enables it. The returned function flushes and
+// stops it; it is a no-op when tracing is off.
+func Setup(ctx context.Context, service string, cfg Config) (func(context.Context) error, error) {
+	if !cfg.Enabled() {
 		return func(context.Context) error { return nil }, nil
 	}
 	exp, err := otlptracehttp.New(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
 	}
 	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName(service)))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tracing: resource: %w", err)
 	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)

@@ -25,8 +25,8 @@ import (
 	"syscall"
 	"time"
 
+	"refonte.ai/callbacks/pkg/config"
 	"refonte.ai/callbacks/pkg/env"
-	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/services/devstack/internal/demo"
 	"refonte.ai/callbacks/services/devstack/internal/keyfile"
 	"refonte.ai/callbacks/services/devstack/internal/mailcatcher"
@@ -132,13 +132,11 @@ func runDemo(ctx context.Context, args []string) error {
 
 	// The same stream settings as the workers and the gateway read (NATS_STREAM, …).
 	r := env.New()
-	cfg.Stream = stream.DefaultConfig()
-	cfg.Stream.Name = r.String("NATS_STREAM", cfg.Stream.Name)
-	cfg.Stream.Replicas = r.Int("NATS_REPLICAS", cfg.Stream.Replicas)
-	cfg.Stream.MaxAge = r.Duration("NATS_STREAM_MAX_AGE", cfg.Stream.MaxAge)
-	if err := r.Err(); err != nil {
+	shared := config.Load(r, config.Defaults{})
+	if err := errors.Join(r.Err(), shared.Validate()); err != nil {
 		return err
 	}
+	cfg.Stream = shared.Stream
 	return demo.Run(ctx, cfg)
 }
 

@@ -14,8 +14,9 @@ import (
 	"refonte.ai/callbacks/pkg/stream"
 )
 
-// lazyPublisher lets the gateway serve (health, status reads) before JetStream is up: the
-// stream is ensured in the background, and resends answer 503 until it is.
+// lazyPublisher lets the gateway serve (health, status reads) before JetStream is up: it attaches
+// to the stream in the background (never changing its settings, which the workers own), and
+// resends answer 503 until it has.
 type lazyPublisher struct {
 	p atomic.Pointer[publish.Publisher]
 }
@@ -28,6 +29,11 @@ func startPublisher(ctx context.Context, js jetstream.JetStream, cfg stream.Conf
 		for {
 			p, err := publish.New(ctx, js, cfg)
 			if err == nil {
+				for _, d := range p.StreamDifferences() {
+					log.Warn("the stream's settings differ from this gateway's; the workers own them, so the stream is left as it is",
+						zap.String("stream", cfg.Name), zap.String("setting", d.Setting),
+						zap.String("stream_has", d.Have), zap.String("configured", d.Want))
+				}
 				l.p.Store(p)
 				return
 			}

@@ -57,23 +57,29 @@ func TestWorkerProcess_hostile_endpoints_do_not_starve_a_healthy_one(t *testing.
 		mu        sync.Mutex
 		latencies []time.Duration
 	)
-	healthy := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {})
-	healthy.Respond = func(_ int, w http.ResponseWriter, r *http.Request) {
-		// The body was read by the recorder; the latest request is ours.
-		reqs := healthy.Requests()
+	// Each latency runs from the task's publication to the arrival of its own request (the n-th,
+	// as the receiver numbers them), whatever other requests arrived meanwhile.
+	healthy := testenv.NewReceiver(t, nil)
+	healthy.SetRespond(func(n int, _ http.ResponseWriter, _ *http.Request) {
+		req := healthy.Request(n)
 		var body struct {
 			Task struct {
 				PublishedAt string `json:"published_at_ns"`
 			} `json:"task"`
 		}
-		if json.Unmarshal(reqs[len(reqs)-1].Body, &body) == nil {
-			if ns, err := strconv.ParseInt(body.Task.PublishedAt, 10, 64); err == nil {
-				mu.Lock()
-				latencies = append(latencies, time.Since(time.Unix(0, ns)))
-				mu.Unlock()
-			}
+		if err := json.Unmarshal(req.Body, &body); err != nil {
+			t.Errorf("healthy callback %d: %v", n, err)
+			return
 		}
-	}
+		ns, err := strconv.ParseInt(body.Task.PublishedAt, 10, 64)
+		if err != nil {
+			t.Errorf("healthy callback %d: published_at_ns %q: %v", n, body.Task.PublishedAt, err)
+			return
+		}
+		mu.Lock()
+		latencies = append(latencies, req.At.Sub(time.Unix(0, ns)))
+		mu.Unlock()
+	})
 	store := customer.NewStore(rdb, prefix)
 	for _, c := range []string{"hostile", "good"} {
 		if _, err := store.Create(ctx, c, ""); err != nil {

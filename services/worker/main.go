@@ -8,8 +8,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/pprof"
-	"os"
-	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +26,7 @@ import (
 	"refonte.ai/callbacks/pkg/service"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
+	"refonte.ai/callbacks/pkg/version"
 	"refonte.ai/callbacks/services/worker/internal/worker"
 )
 
@@ -36,12 +35,11 @@ func main() { service.Main("worker", run) }
 // run wires the worker: configuration, logging, connections, the pipeline and the operations
 // server; then it delivers until ctx ends.
 func run(ctx context.Context) error {
-	setGCPercent()
 	cfg, err := worker.LoadConfig(env.New())
 	if err != nil {
 		return err
 	}
-	log, flush, err := service.Observe(ctx, "worker", cfg.LogFormat, cfg.LogLevel)
+	log, flush, err := service.Start(ctx, "worker", cfg.Shared)
 	if err != nil {
 		return err
 	}
@@ -65,15 +63,6 @@ func run(ctx context.Context) error {
 	err = w.Run(ctx)
 	log.Info("worker stopped")
 	return err
-}
-
-// setGCPercent makes the collector run half as often unless GOGC is set. A delivery allocates
-// ~10 KB that dies within milliseconds over a small live heap, so collection ran several times a
-// second for ~13% of the CPU at full speed; twice the heap growth halves that for ~20 MB more RSS.
-func setGCPercent() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200)
-	}
 }
 
 // conns are the worker's connections to NATS and Redis.
@@ -119,7 +108,7 @@ func build(ctx context.Context, cfg worker.Config, c *conns, reg *prometheus.Reg
 	if err != nil {
 		return nil, err
 	}
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector(),
 		worker.NewConsumerCollector(consumer))
 	return worker.New(cfg, worker.Deps{
 		Consumer:   consumer,

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/nats-io/nats.go"
 
@@ -15,7 +16,10 @@ type NATSAnnouncer struct{ Conn *nats.Conn }
 // published after the API answered finds the workers' caches already dropped.
 func (n NATSAnnouncer) ProfileChanged(ctx context.Context, customerID string) error {
 	if err := n.Conn.Publish(stream.ProfileChanged, []byte(customerID)); err != nil {
-		return err
+		return fmt.Errorf("announce profile change: %w", err)
 	}
-	return n.Conn.FlushWithContext(ctx)
+	if err := n.Conn.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("announce profile change: %w", err)
+	}
+	return nil
 }

@@ -101,7 +101,8 @@ type Route struct {
 	Path   string
 }
 
-// New builds the API. Routes of the admin API exist only when cfg.AdminToken is set.
+// New builds the API. Routes of the admin API exist only when cfg.AdminToken is set. It is long
+// because it holds the route table: every method and path the gateway serves, read in one place.
 func New(cfg Config, d Deps) (*API, error) {
 	if d.Customers == nil || d.Status == nil || d.Resender == nil || d.Announcer == nil || d.Log == nil {
 		return nil, errors.New("api: missing dependency")
@@ -172,7 +173,7 @@ func New(cfg Config, d Deps) (*API, error) {
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusForbidden, "cross-origin request refused")
 	}))
-	a.handler = a.observe(securityHeaders(cop.Handler(a.mux)))
+	a.handler = a.observe(securityHeaders(limitHeaders(canonicalPaths(cop.Handler(a.mux)))))
 	return a, nil
 }
 

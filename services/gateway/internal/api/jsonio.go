@@ -1,15 +1,19 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+
+	"refonte.ai/callbacks/pkg/event"
 )
 
 // errorBody is the contract's error shape.
@@ -57,37 +61,69 @@ func badRequest(format string, args ...any) *requestError {
 	return &requestError{code: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
 }
 
-// decodeJSON reads exactly one JSON object into v: no unknown fields, nothing after it, at most
-// limit bytes.
+// decodeJSON reads exactly one JSON object into v (a pointer to a struct of plain fields) with
+// the rules the workers apply to events (pkg/event's CheckStrict): no duplicate keys, valid
+// UTF-8 only, bounded nesting, numbers a float64 can hold, nothing after the object. Keys must
+// match v's field names exactly — encoding/json alone would take "Customer_ID" for
+// "customer_id" — and none may be unknown. Bodies over limit bytes get 413.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *requestError {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		if _, tokErr := dec.Token(); tokErr != io.EOF {
-			err = errTrailing
-			if tokErr != nil {
-				err = tokErr
-			}
-		}
-	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var tooLarge *http.MaxBytesError
 	switch {
-	case err == nil:
-		return nil
 	case errors.As(err, &tooLarge):
 		return &requestError{code: http.StatusRequestEntityTooLarge,
 			msg: fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)}
-	case errors.Is(err, io.EOF):
+	case err != nil:
+		return badRequest("request body could not be read")
+	case len(bytes.TrimSpace(body)) == 0:
 		return badRequest("request body is empty; want a JSON object")
-	case errors.Is(err, errTrailing):
-		return badRequest("unexpected data after the JSON object")
-	default:
-		return badRequest("invalid JSON body: %v", err)
 	}
+	return decodeStrict(body, v)
 }
 
-var errTrailing = errors.New("trailing data")
+// decodeStrict is decodeJSON once the body is read.
+func decodeStrict(body []byte, v any) *requestError {
+	if err := event.CheckStrict(body); err != nil {
+		return badRequest("invalid JSON body: %v", err)
+	}
+	if bytes.TrimLeft(body, " \t\r\n")[0] != '{' {
+		return badRequest("invalid JSON body: want a JSON object")
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return badRequest("invalid JSON body: want a JSON object")
+	}
+	known := jsonNames(v)
+	for key := range fields {
+		if !slices.Contains(known, key) {
+			return badRequest("unknown field %q (want %s)", key, strings.Join(known, ", "))
+		}
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return badRequest("field %q: want a %s", typeErr.Field, typeErr.Type)
+		}
+		return badRequest("invalid JSON body: %v", err)
+	}
+	return nil
+}
+
+// jsonNames lists the JSON names of the fields of the struct v points to.
+func jsonNames(v any) []string {
+	t := reflect.TypeOf(v).Elem()
+	names := make([]string, 0, t.NumField())
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		if name != "-" && f.IsExported() {
+			names = append(names, name)
+		}
+	}
+	return names
+}
 
 // query returns the request's query parameters, refusing any not in allowed and any given
 // twice: a typo (or a customer_id someone hoped would be honoured) is an error, not ignored.

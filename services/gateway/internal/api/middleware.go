@@ -2,8 +2,12 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/url"
+	"path"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -110,4 +114,63 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("Cross-Origin-Resource-Policy", "same-origin")
 		next.ServeHTTP(w, r)
 	})
+}
+
+// maxHeaderBytes bounds a request's line and headers. The server itself allows more
+// (serverMaxHeaderBytes) so that this check, not net/http's plain-text answer, refuses them.
+const maxHeaderBytes = 32 << 10
+
+// limitHeaders answers 431 in the API's error shape when the request line and headers exceed
+// maxHeaderBytes.
+func limitHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if headerBytes(r) > maxHeaderBytes {
+			writeError(w, http.StatusRequestHeaderFieldsTooLarge,
+				fmt.Sprintf("request headers are larger than %d bytes", maxHeaderBytes))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// headerBytes is the size of the request line and headers as they came on the wire (HTTP/1.1).
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2
+	n += len("Host: ") + len(r.Host) + 2
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n
+}
+
+// canonicalPaths redirects a path with "//", "." or ".." segments to its cleaned form, as
+// http.ServeMux would, but answers in the API's error shape instead of ServeMux's HTML.
+func canonicalPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		clean := cleanPath(r.URL.Path)
+		if clean == r.URL.Path || r.Method == http.MethodConnect {
+			next.ServeHTTP(w, r)
+			return
+		}
+		u := url.URL{Path: clean, RawQuery: r.URL.RawQuery}
+		w.Header().Set("Location", u.String())
+		writeError(w, http.StatusTemporaryRedirect, "the path is not in canonical form: use "+clean)
+	})
+}
+
+// cleanPath is path.Clean keeping a trailing slash, as http.ServeMux cleans request paths.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np
 }

@@ -42,17 +42,20 @@ func loadRecoveryConfig(r *env.Reader) RecoveryConfig {
 }
 
 func (c RecoveryConfig) validate() error {
-	switch {
-	case c.RatePerSecond < 1 || c.RatePerSecond > 10_000:
-		return fmt.Errorf("RECOVER_RATE_PER_SECOND=%d: want 1 to 10000", c.RatePerSecond)
-	case c.MaxInFlight < 1:
-		return fmt.Errorf("RECOVER_MAX_IN_FLIGHT=%d: want at least 1", c.MaxInFlight)
-	case c.MaxActive < 1:
-		return fmt.Errorf("RECOVER_MAX_ACTIVE=%d: want at least 1", c.MaxActive)
-	case c.MaxRunning < 1:
-		return fmt.Errorf("RECOVER_MAX_RUNNING=%d: want at least 1", c.MaxRunning)
+	var errs []error
+	if c.RatePerSecond < 1 || c.RatePerSecond > 10_000 {
+		errs = append(errs, fmt.Errorf("RECOVER_RATE_PER_SECOND=%d: want 1 to 10000", c.RatePerSecond))
 	}
-	return nil
+	if c.MaxInFlight < 1 {
+		errs = append(errs, fmt.Errorf("RECOVER_MAX_IN_FLIGHT=%d: want at least 1", c.MaxInFlight))
+	}
+	if c.MaxActive < 1 {
+		errs = append(errs, fmt.Errorf("RECOVER_MAX_ACTIVE=%d: want at least 1", c.MaxActive))
+	}
+	if c.MaxRunning < 1 {
+		errs = append(errs, fmt.Errorf("RECOVER_MAX_RUNNING=%d: want at least 1", c.MaxRunning))
+	}
+	return errors.Join(errs...)
 }
 
 func (a *API) newRecoveries() *recovery.Manager {

@@ -17,7 +17,12 @@ func NewServer(cfg Config, h http.Handler, log *zap.Logger) *http.Server {
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    32 << 10,
+		MaxHeaderBytes:    serverMaxHeaderBytes,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
 }
+
+// serverMaxHeaderBytes is net/http's own bound (its default), above which it answers 431 in
+// plain text and closes the connection. Below it, limitHeaders refuses anything over
+// maxHeaderBytes with the API's JSON error.
+const serverMaxHeaderBytes = 1 << 20

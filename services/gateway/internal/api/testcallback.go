@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -17,11 +18,12 @@ import (
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/signing"
 	"refonte.ai/callbacks/pkg/target"
+	"refonte.ai/callbacks/pkg/version"
 	"refonte.ai/callbacks/pkg/webhook"
 )
 
-// Version is sent in the User-Agent of test callbacks, as the workers send theirs.
-var Version = "0.1.0"
+// userAgent is sent with test callbacks, as the workers send theirs.
+var userAgent = "Refonte-Callbacks/" + version.String()
 
 // TestCallbackConfig configures POST /v1/profile/test-callback. The gateway sends test
 // callbacks itself, through pkg/webhook like the workers, so the address filter is configured
@@ -51,15 +53,17 @@ func loadTestCallbackConfig(r *env.Reader) TestCallbackConfig {
 }
 
 func (c TestCallbackConfig) validate() error {
-	switch {
-	case c.Timeout < 100*time.Millisecond || c.Timeout > 20*time.Second:
-		return fmt.Errorf("TEST_CALLBACK_TIMEOUT=%s: want 100ms to 20s", c.Timeout)
-	case c.PerMinute < 1:
-		return fmt.Errorf("TEST_CALLBACK_RATE_PER_MINUTE=%d: want at least 1", c.PerMinute)
-	case c.Burst < 1:
-		return fmt.Errorf("TEST_CALLBACK_BURST=%d: want at least 1", c.Burst)
+	var errs []error
+	if c.Timeout < 100*time.Millisecond || c.Timeout > 20*time.Second {
+		errs = append(errs, fmt.Errorf("TEST_CALLBACK_TIMEOUT=%s: want 100ms to 20s", c.Timeout))
 	}
-	return nil
+	if c.PerMinute < 1 {
+		errs = append(errs, fmt.Errorf("TEST_CALLBACK_RATE_PER_MINUTE=%d: want at least 1", c.PerMinute))
+	}
+	if c.Burst < 1 {
+		errs = append(errs, fmt.Errorf("TEST_CALLBACK_BURST=%d: want at least 1", c.Burst))
+	}
+	return errors.Join(errs...)
 }
 
 // testCallbacks sends test callbacks.
@@ -71,7 +75,7 @@ type testCallbacks struct {
 func newTestCallbacks(c TestCallbackConfig) *testCallbacks {
 	return &testCallbacks{
 		sender: webhook.New(webhook.Config{Timeout: c.Timeout, AllowPrivate: c.AllowPrivate,
-			AllowedCIDRs: c.AllowedCIDRs, Ports: c.Ports, UserAgent: "Refonte-Callbacks/" + Version,
+			AllowedCIDRs: c.AllowedCIDRs, Ports: c.Ports, UserAgent: userAgent,
 			MaxConnsPerHost: 4}),
 		limiter: newLimiter(c.PerMinute, c.Burst),
 	}
@@ -168,7 +172,7 @@ func (a *API) testCallback(w http.ResponseWriter, r *http.Request, p customer.Pr
 		ResponseExcerpt: res.Excerpt, RequestBody: body,
 		RequestHeaders: map[string]string{
 			"Content-Type":              "application/json",
-			"User-Agent":                "Refonte-Callbacks/" + Version,
+			"User-Agent":                userAgent,
 			"refonte-ai--callback-auth": msg.AuthKey,
 			"webhook-id":                msg.WebhookID,
 			"webhook-timestamp":         strconv.FormatInt(now.Unix(), 10),

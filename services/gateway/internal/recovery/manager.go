@@ -690,8 +690,11 @@ func (r *runner) retry(ctx context.Context, what string, f func() error) error {
 	for failures := 1; ; failures++ {
 		err := f()
 		var p permanent
-		if err == nil || errors.Is(err, errLost) || errors.As(err, &p) {
-			return err
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, errLost) || errors.As(err, &p) {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -52,7 +52,7 @@ func NewPublisher(nc *nats.Conn, t *Tracker, idPrefix string, customers, targets
 
 // EnsureStream creates the workers' stream if they have not yet.
 func (p *Publisher) EnsureStream(ctx context.Context) error {
-	_, err := stream.Ensure(ctx, p.js, stream.DefaultConfig())
+	_, _, err := stream.Attach(ctx, p.js, stream.DefaultConfig())
 	return err
 }
 

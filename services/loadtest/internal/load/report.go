@@ -165,7 +165,21 @@ func (r *Report) WriteJSON(path string) error {
 }
 
 // WriteTable prints the report for people.
+// WriteTable writes the report for a reader: the run's settings, what was delivered, latencies,
+// what it cost each process, and the state left behind.
 func (r *Report) WriteTable(w io.Writer) {
+	r.writeHeader(w)
+	fmt.Fprintln(w)
+	r.writeOutcome(w)
+	fmt.Fprintln(w)
+	r.writeLatencies(w)
+	fmt.Fprintln(w)
+	r.writeCosts(w)
+	r.writeState(w)
+}
+
+// writeHeader: which run, on which machine, with which settings.
+func (r *Report) writeHeader(w io.Writer) {
 	s := r.Settings
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	rate := "max"
@@ -183,7 +197,11 @@ func (r *Report) WriteTable(w io.Writer) {
 		p("REFERENCE LOOP in the workers' place (services/loadtest/bareloop, %s): no signing, no profile, "+
 			"no attempt claim, one Lua write per callback; this machine's ceiling, not the fleet\n", s.Reference)
 	}
-	p("\n")
+}
+
+// writeOutcome: what was published and delivered, and the gateway's status reads.
+func (r *Report) writeOutcome(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("published %d in %.1fs (%.0f/s offered), publish errors %d\n", r.Published, r.PublishSeconds,
 		r.OfferedPerSec, r.PublishErrors)
 	p("delivered %d; THROUGHPUT %.0f callbacks/s while loaded (%.0f/s first publish to last delivery)\n",
@@ -200,7 +218,10 @@ func (r *Report) WriteTable(w io.Writer) {
 			p("  failed: %s\n", f)
 		}
 	}
-	p("\n")
+}
+
+// writeLatencies: the latency table.
+func (r *Report) writeLatencies(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "latency (ms)\tn\tp50\tp90\tp99\tmax\t")
 	for _, l := range []struct {
@@ -213,8 +234,12 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t\n", l.name, l.p.N, l.p.P50, l.p.P90, l.p.P99, l.p.Max)
 	}
 	tw.Flush()
-	p("\n")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+}
+
+// writeCosts: CPU and memory per process, Redis and NATS memory.
+func (r *Report) writeCosts(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "process\tpid\tCPU s\tCPU s/1000 cb\tcores busy\tpeak RSS MB\tend RSS MB\t")
 	rows := append([]ProcessCost(nil), r.Processes...)
 	rows = append(rows, r.Redis.ProcessCost)
@@ -237,6 +262,11 @@ func (r *Report) WriteTable(w io.Writer) {
 	if line := rssByMinute(r.Timeline); line != "" {
 		p("worker RSS MB by minute (growth check):%s\n", line)
 	}
+}
+
+// writeState: parked callbacks, worker counters, the consumer and the verification at the end.
+func (r *Report) writeState(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	if pk := r.Parked; pk != nil {
 		p("parked: %d callbacks, %d first attempts in %.1fs; %d ack-pending; NATS mem %.1f MB before, %.1f MB parked "+
 			"(%+.1f MB); idle %.0fs: NATS CPU %.2fs, workers CPU %.2fs\n",

@@ -81,10 +81,10 @@ func TestTracing_one_trace_from_publish_to_the_POST(t *testing.T) {
 		return attribute.Value{}
 	}
 	if v := attr("callback.deliver", "refonte.task_id"); v.AsString() != "t1" {
-		t.Errorf("callback.deliver refonte.task_id = %q, want t1", v.Emit())
+		t.Errorf("callback.deliver refonte.task_id = %q, want t1", v.String())
 	}
 	if v := attr("callback.attempt", "refonte.attempt"); v.AsInt64() != 1 {
-		t.Errorf("callback.attempt refonte.attempt = %q, want 1", v.Emit())
+		t.Errorf("callback.attempt refonte.attempt = %q, want 1", v.String())
 	}
 	if tp_[36:52] != byName["callback.attempt"].SpanContext.SpanID().String() {
 		t.Errorf("traceparent names span %s, want the attempt span", tp_[36:52])

@@ -3,6 +3,7 @@ package worker
 import (
 	"refonte.ai/callbacks/pkg/email"
 	"refonte.ai/callbacks/pkg/target"
+	"refonte.ai/callbacks/pkg/version"
 	"refonte.ai/callbacks/pkg/webhook"
 )
 
@@ -10,7 +11,7 @@ import (
 // SMTP_ADDR there is no email transport, and email targets fail at once with "email callbacks
 // are not configured".
 func NewTransports(cfg Config) (map[target.Kind]Transport, error) {
-	userAgent := "Refonte-Callbacks/" + Version
+	userAgent := "Refonte-Callbacks/" + version.String()
 	transports := map[target.Kind]Transport{
 		target.HTTP: webhook.New(webhook.Config{
 			Timeout: cfg.Timeout, AllowPrivate: cfg.AllowPrivate, AllowedCIDRs: cfg.AllowedCIDRs,

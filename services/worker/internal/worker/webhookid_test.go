@@ -44,12 +44,12 @@ func TestWebhookID_without_msg_id_is_the_same_for_a_republished_completion(t *te
 	first := task("t_republished", "")
 	first["completed_at"] = "2016-06-23T21:54:44.904Z"
 	h.publishBare("cust_wid", first)
-	ids := waitRequests(t, rc, 1)
+	waitRequests(t, rc, 1)
 	h.waitFinal("cust_wid", "t_republished", 10*time.Second)
 
 	// The same completion published again, e.g. by a publisher retrying after a lost ack.
 	h.publishBare("cust_wid", first)
-	ids = waitRequests(t, rc, 2)
+	ids := waitRequests(t, rc, 2)
 	if ids[0] == "" || ids[0] != ids[1] {
 		t.Fatalf("webhook-ids of two copies of one completion: %q; want one non-empty id twice", ids)
 	}
