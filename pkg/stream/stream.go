@@ -102,6 +102,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// A stream that already has these settings is left as it is: workers start side by side, and
+	// an update racing another worker's consumer creation is both needless churn and a data race
+	// inside nats-server (its file store's config, seen under the race detector).
+	if st, err := js.Stream(ctx, cfg.Name); err == nil && len(Compare(st.CachedInfo().Config, cfg)) == 0 {
+		return st, nil
+	}
 	st, err := js.CreateOrUpdateStream(ctx, jetStreamConfig(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
@@ -164,7 +170,8 @@ func Compare(have jetstream.StreamConfig, cfg Config) []Difference {
 // ConsumerConfig describes the workers' shared durable consumer.
 type ConsumerConfig struct {
 	Durable string
-	// AckWait must outlast one attempt (the callback timeout) plus recording it.
+	// AckWait is how long the server waits for an acknowledgement or a heartbeat (workers send
+	// InProgress while they hold a message) before it hands the message to another worker.
 	AckWait time.Duration
 	// MaxAckPending must exceed the number of callbacks parked for a retry at any time: a message
 	// waiting out a NakWithDelay still counts against it (nats-server #6093), and at the limit

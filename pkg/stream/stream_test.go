@@ -105,3 +105,42 @@ func TestAttach_refuses_an_invalid_configuration_and_reports_an_unreachable_serv
 		t.Errorf("attach without a server: %v", err)
 	}
 }
+
+// Workers start side by side: Ensure with the settings the stream already has does not update
+// it (an update advisory would say so), and Ensure with other settings does.
+func TestEnsure_updates_only_a_stream_whose_settings_differ(t *testing.T) {
+	nc, js := testenv.StartNATS(t).Connect(t)
+	ctx := context.Background()
+	cfg := stream.DefaultConfig()
+	if _, err := stream.Ensure(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	updates, err := nc.SubscribeSync("$JS.EVENT.ADVISORY.STREAM.UPDATED." + cfg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	for range 3 {
+		if _, err := stream.Ensure(ctx, js, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	changed := cfg
+	changed.MaxAge = 96 * time.Hour
+	if _, err := stream.Ensure(ctx, js, changed); err != nil {
+		t.Fatal(err)
+	}
+	// The one update, for the changed settings, is the first advisory; none came before it.
+	if _, err := updates.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("no update advisory after Ensure with other settings: %v", err)
+	}
+	if got := info(t, js, cfg.Name).MaxAge; got != 96*time.Hour {
+		t.Errorf("max age %s after Ensure, want 96h", got)
+	}
+	if n, _, _ := updates.Pending(); n != 0 {
+		t.Errorf("%d more update advisories: Ensure updated a stream that already had its settings", n)
+	}
+}
