@@ -57,7 +57,7 @@ func redisFailover(t *testing.T, shape string, n int) {
 	// its replica is lost with it (docs/operations.md, "Redis failover"). The test is about what
 	// the fleet does at a failover, not about that window, so it closes it: the receiver holds
 	// every further callback, each answered one has its status recorded, and the victim's
-	// replica has confirmed everything written so far before the SIGKILL.
+	// replica has acknowledged everything written so far before the SIGKILL.
 	testenv.Eventually(t, loadTimeout(n), func() bool {
 		return succeededCount(f.statuses, first) >= s.delivered()
 	}, "the delivered callbacks' statuses recorded")
@@ -65,7 +65,7 @@ func redisFailover(t *testing.T, shape string, n int) {
 	if node == nil {
 		t.Fatal("no primary to kill")
 	}
-	node.WaitReplicated(t, rt.Prefix+"{c1}:replication-check", loadTimeout(n))
+	testenv.WaitReplicated(t, []*testenv.RedisNode{node})
 	w := watchSucceeded(t, f.statuses, first)
 	killedAt := time.Now()
 	node.Kill()
