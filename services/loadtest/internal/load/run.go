@@ -582,14 +582,21 @@ func park(ctx context.Context, cfg Config, runID string, pub *Publisher, dead *D
 		ps.AckPending = info.NumAckPending
 		return info.NumPending == 0 && int64(info.NumAckPending) >= cfg.Parked
 	})
-	// An idle spell with everything parked: what does keeping them cost?
+	if err := measureIdle(ctx, ps, b, m); err != nil {
+		return nil, err
+	}
+	return ps, nil
+}
+
+// measureIdle measures an idle spell with everything parked: what does keeping them cost?
+func measureIdle(ctx context.Context, ps *ParkedStats, b Broker, m *meter) error {
 	const idle = 5 * time.Second
 	before := m.snapshot(ctx)
 	t := time.NewTimer(idle)
 	select {
 	case <-ctx.Done():
 		t.Stop()
-		return nil, ctx.Err()
+		return ctx.Err()
 	case <-t.C:
 	}
 	after := m.snapshot(ctx)
@@ -603,7 +610,7 @@ func park(ctx context.Context, cfg Config, runID string, pub *Publisher, dead *D
 		ps.IdleCPUWorkers += after.workers[i] - before.workers[i]
 	}
 	ps.MemParked, _, _ = b.Varz()
-	return ps, nil
+	return nil
 }
 
 // waitFor checks cond every interval until it holds (true), the deadline passes or ctx ends.
