@@ -219,59 +219,74 @@ func StartProcessCluster(t testing.TB, size int) *ProcessCluster {
 		routePorts[i] = free()
 	}
 	for i, name := range c.names {
-		var routes []string
-		for j, p := range routePorts {
-			if j != i {
-				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
-			}
-		}
-		logPath := filepath.Join(t.TempDir(), name+".log")
-		logFile, err := os.Create(logPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin, "-n", name, "-a", "127.0.0.1", "-p", fmt.Sprint(c.ports[i]),
-			"-js", "-sd", t.TempDir(), "--cluster_name", "refonte-test",
-			"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", routePorts[i]), "--routes", strings.Join(routes, ","))
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); logFile.Close(); close(done) }()
-		c.procs[name], c.done[name] = cmd, done
-		t.Cleanup(func() {
-			c.Kill(name)
-			if t.Failed() {
-				if b, err := os.ReadFile(logPath); err == nil {
-					const max = 4 << 10
-					if len(b) > max {
-						b = b[len(b)-max:]
-					}
-					t.Logf("last output of nats-server %s:\n%s", name, b)
-				}
-			}
-		})
+		c.startNode(bin, i, name, routePorts)
 	}
 	for i := range c.names {
-		url := fmt.Sprintf("nats://127.0.0.1:%d", c.ports[i])
-		Eventually(t, 60*time.Second, func() bool {
-			nc, err := nats.Connect(url, nats.Timeout(time.Second))
-			if err != nil {
-				return false
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				return false
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			_, err = js.AccountInfo(ctx)
-			return err == nil
-		}, "JetStream answers through %s", c.names[i])
+		c.waitJetStream(i)
 	}
 	return c
+}
+
+// startNode starts node i, routed to every other node's route port; its output is shown when
+// the test fails.
+func (c *ProcessCluster) startNode(bin string, i int, name string, routePorts []int) {
+	t := c.t
+	t.Helper()
+	var routes []string
+	for j, p := range routePorts {
+		if j != i {
+			routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+		}
+	}
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-n", name, "-a", "127.0.0.1", "-p", fmt.Sprint(c.ports[i]),
+		"-js", "-sd", t.TempDir(), "--cluster_name", "refonte-test",
+		"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", routePorts[i]), "--routes", strings.Join(routes, ","))
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logFile.Close(); close(done) }()
+	c.procs[name], c.done[name] = cmd, done
+	t.Cleanup(func() {
+		c.Kill(name)
+		if t.Failed() {
+			if b, err := os.ReadFile(logPath); err == nil {
+				const max = 4 << 10
+				if len(b) > max {
+					b = b[len(b)-max:]
+				}
+				t.Logf("last output of nats-server %s:\n%s", name, b)
+			}
+		}
+	})
+}
+
+// waitJetStream waits until JetStream answers through node i.
+func (c *ProcessCluster) waitJetStream(i int) {
+	t := c.t
+	t.Helper()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", c.ports[i])
+	Eventually(t, 60*time.Second, func() bool {
+		nc, err := nats.Connect(url, nats.Timeout(time.Second))
+		if err != nil {
+			return false
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = js.AccountInfo(ctx)
+		return err == nil
+	}, "JetStream answers through %s", c.names[i])
 }
 
 // URLs is every node's client URL, comma-separated, as NATS_URL takes them.

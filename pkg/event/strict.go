@@ -101,7 +101,7 @@ func (s *scanner) value(depth int) error {
 	}
 }
 
-// object scans one object: keys, duplicate detection and the contract's fields. It stays one
+// object scans one object: keys, duplicate detection and the event's known fields. It stays one
 // function because it is the scanner's hot loop (every event passes through it): splitting it
 // costs calls per key on the workers' decode path.
 func (s *scanner) object(depth int) error {

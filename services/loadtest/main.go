@@ -46,7 +46,51 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
+// options are the command line's choices beyond the run's configuration.
+type options struct {
+	jsonPath  string
+	summarize bool
+	reports   []string // with summarize: the JSON reports to summarize
+}
+
 func run(ctx context.Context, args []string) error {
+	cfg, opt, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	if opt.summarize {
+		return summarize(opt.reports)
+	}
+	rep, err := load.Run(ctx, cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	rep.WriteTable(os.Stdout)
+	if opt.jsonPath != "" {
+		if err := rep.WriteJSON(opt.jsonPath); err != nil {
+			return err
+		}
+		fmt.Printf("\nreport written to %s\n", opt.jsonPath)
+	}
+	return nil
+}
+
+// summarize prints one line per JSON report.
+func summarize(paths []string) error {
+	var reports []*load.Report
+	for _, path := range paths {
+		r, err := load.ReadReport(path)
+		if err != nil {
+			return err
+		}
+		reports = append(reports, r)
+	}
+	load.WriteSummary(os.Stdout, paths, reports)
+	return nil
+}
+
+// parseFlags is long because it is the tool's list of flags, one a line; it reads best whole.
+func parseFlags(args []string) (load.Config, options, error) {
 	cfg := load.Defaults()
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.StringVar(&cfg.Label, "label", "", "free text carried into the report")
@@ -91,37 +135,18 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.PerfData, "perf", "", "record a perf (call graph) profile of the workers, nats-server and Redis during the measured phase into this file")
 	fs.DurationVar(&cfg.Sample, "sample", cfg.Sample, "timeline interval")
 	jsonPath := fs.String("json", "", "also write the report as JSON to this file")
-	summarize := fs.Bool("summarize", false, "print one line per JSON report named in the arguments, and exit")
+	summarizeOnly := fs.Bool("summarize", false, "print one line per JSON report named in the arguments, and exit")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return cfg, options{}, err
 	}
-	if *summarize {
-		var reports []*load.Report
-		for _, path := range fs.Args() {
-			r, err := load.ReadReport(path)
-			if err != nil {
-				return err
-			}
-			reports = append(reports, r)
-		}
-		load.WriteSummary(os.Stdout, fs.Args(), reports)
-		return nil
+	opt := options{jsonPath: *jsonPath, summarize: *summarizeOnly}
+	if opt.summarize {
+		opt.reports = fs.Args()
+		return cfg, opt, nil
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return cfg, opt, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg.WorkerEnv = workerEnv
-
-	rep, err := load.Run(ctx, cfg, os.Stderr)
-	if err != nil {
-		return err
-	}
-	rep.WriteTable(os.Stdout)
-	if *jsonPath != "" {
-		if err := rep.WriteJSON(*jsonPath); err != nil {
-			return err
-		}
-		fmt.Printf("\nreport written to %s\n", *jsonPath)
-	}
-	return nil
+	return cfg, opt, nil
 }

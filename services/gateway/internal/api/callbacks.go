@@ -58,26 +58,10 @@ func (a *API) listCallbacks(w http.ResponseWriter, r *http.Request, p customer.P
 		writeError(w, e.code, e.msg)
 		return
 	}
-	lq := status.ListQuery{State: status.State(q["state"]), Limit: defaultListLimit}
-	if lq.State != "" && !slices.Contains(listStates, lq.State) {
-		writeError(w, http.StatusBadRequest, "state: want one of pending, retrying, succeeded, failed, no_callback")
+	lq, e := listQuery(q)
+	if e != nil {
+		writeError(w, e.code, e.msg)
 		return
-	}
-	if s, ok := q["limit"]; ok {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > status.MaxListLimit {
-			writeError(w, http.StatusBadRequest, "limit: want a whole number from 1 to "+strconv.Itoa(status.MaxListLimit))
-			return
-		}
-		lq.Limit = n
-	}
-	if c, ok := q["cursor"]; ok {
-		cur, ok := decodeCursor(c)
-		if !ok {
-			writeError(w, http.StatusBadRequest, "cursor: not a cursor this API returned")
-			return
-		}
-		lq.After = &cur
 	}
 	out := callbackListView{Callbacks: []callbackSummaryView{}}
 	if id, ok := q["task_id"]; ok && id != "" {
@@ -116,6 +100,29 @@ func (a *API) listCallbacks(w http.ResponseWriter, r *http.Request, p customer.P
 		out.NextCursor = &c
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// listQuery reads the state, limit and cursor parameters of a callbacks list.
+func listQuery(q map[string]string) (status.ListQuery, *requestError) {
+	lq := status.ListQuery{State: status.State(q["state"]), Limit: defaultListLimit}
+	if lq.State != "" && !slices.Contains(listStates, lq.State) {
+		return lq, badRequest("state: want one of pending, retrying, succeeded, failed, no_callback")
+	}
+	if s, ok := q["limit"]; ok {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > status.MaxListLimit {
+			return lq, badRequest("limit: want a whole number from 1 to %d", status.MaxListLimit)
+		}
+		lq.Limit = n
+	}
+	if c, ok := q["cursor"]; ok {
+		cur, ok := decodeCursor(c)
+		if !ok {
+			return lq, badRequest("cursor: not a cursor this API returned")
+		}
+		lq.After = &cur
+	}
+	return lq, nil
 }
 
 func viewSummary(s status.Summary) callbackSummaryView {

@@ -148,6 +148,16 @@ func (a *API) testCallback(w http.ResponseWriter, r *http.Request, p customer.Pr
 		writeError(w, http.StatusInternalServerError, "the signing secret is unusable")
 		return
 	}
+	msg := sampleCallback(p, tgt, now, keys)
+	res := a.tests.sender.Deliver(r.Context(), msg)
+	a.Log.Info("test callback sent", zap.String("customer_id", p.ID), zap.String("target_host", tgt.Host()),
+		zap.Int("status_code", res.StatusCode), zap.Duration("duration", res.Duration), zap.Bool("succeeded", res.OK()))
+	writeJSON(w, http.StatusOK, testResult(msg, res))
+}
+
+// sampleCallback is the test callback's message: a sample task of a fresh "test_" id, signed
+// with keys and carrying the customer's Live Callback Auth Key, like a real one.
+func sampleCallback(p customer.Profile, tgt target.Target, now time.Time, keys []signing.Key) delivery.Message {
 	id := "test_" + rand.Text()
 	task, _ := json.Marshal(testTask{
 		TaskID: id, Type: "test", Status: "completed",
@@ -158,24 +168,26 @@ func (a *API) testCallback(w http.ResponseWriter, r *http.Request, p customer.Pr
 	ev := event.Event{CustomerID: p.ID, TaskID: id, Status: "completed", Task: task,
 		Response: json.RawMessage(`{"test":true}`)}
 	body := ev.CallbackBody()
-	msg := delivery.Message{
+	return delivery.Message{
 		Target: tgt, Body: body, CustomerID: p.ID, TaskID: id, Status: ev.Status,
 		WebhookID: id, Timestamp: now,
 		Signature: signing.Sign(id, now.Unix(), body, keys...),
 		AuthKey:   p.CallbackAuthKey,
 	}
-	res := a.tests.sender.Deliver(r.Context(), msg)
-	a.Log.Info("test callback sent", zap.String("customer_id", p.ID), zap.String("target_host", tgt.Host()),
-		zap.Int("status_code", res.StatusCode), zap.Duration("duration", res.Duration), zap.Bool("succeeded", res.OK()))
+}
+
+// testResult is what the customer sees of the test callback: the outcome and the exact
+// request that was sent.
+func testResult(msg delivery.Message, res delivery.Result) testCallbackView {
 	v := testCallbackView{
-		URL: tgt.Raw, WebhookID: id, Succeeded: res.OK(), DurationMS: res.Duration.Milliseconds(),
-		ResponseExcerpt: res.Excerpt, RequestBody: body,
+		URL: msg.Target.Raw, WebhookID: msg.WebhookID, Succeeded: res.OK(), DurationMS: res.Duration.Milliseconds(),
+		ResponseExcerpt: res.Excerpt, RequestBody: msg.Body,
 		RequestHeaders: map[string]string{
 			"Content-Type":              "application/json",
 			"User-Agent":                userAgent,
 			"refonte-ai--callback-auth": msg.AuthKey,
 			"webhook-id":                msg.WebhookID,
-			"webhook-timestamp":         strconv.FormatInt(now.Unix(), 10),
+			"webhook-timestamp":         strconv.FormatInt(msg.Timestamp.Unix(), 10),
 			"webhook-signature":         msg.Signature,
 		},
 	}
@@ -185,7 +197,7 @@ func (a *API) testCallback(w http.ResponseWriter, r *http.Request, p customer.Pr
 	if res.Err != nil {
 		v.Error = res.Err.Error()
 	}
-	writeJSON(w, http.StatusOK, v)
+	return v
 }
 
 // rateLimited takes a token from l for the customer, or answers 429 with Retry-After and

@@ -323,31 +323,7 @@ func (m *Manager) run(ctx context.Context, rec Recovery) {
 	heartbeat := make(chan struct{})
 	go func() {
 		defer close(heartbeat)
-		t := time.NewTicker(m.cfg.Lease / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			o, until, err := m.store.own(ctx, rec.CustomerID, rec.Env, rec.ID, m.owner, m.cfg.Lease)
-			switch {
-			case err != nil:
-				// Retried at the next tick; the lease outlasts a couple of missed ones.
-				if ctx.Err() == nil {
-					log.Warn("renewing a recovery lease failed", zap.Error(err))
-				}
-			case o == ended:
-				cancel() // cancelled (or finished) meanwhile: nothing to hand on
-				return
-			case o != owned:
-				lose()
-				return
-			default:
-				m.store.rdb.ZAdd(ctx, m.store.registry(), redis.Z{Score: float64(until.UnixMilli()), Member: member(rec.CustomerID, rec.Env, rec.ID)})
-			}
-		}
+		m.keepLease(ctx, rec, log, cancel, lose)
 	}()
 
 	r := &runner{Manager: m, rec: rec, log: log}
@@ -394,6 +370,36 @@ func (m *Manager) run(ctx context.Context, rec Recovery) {
 		zap.Int64("succeeded", final.Succeeded), zap.Int64("failed", final.Failed))
 }
 
+// keepLease renews the recovery's lease until ctx ends; it cancels the run when the recovery
+// ended meanwhile, and calls lose when another gateway holds the lease.
+func (m *Manager) keepLease(ctx context.Context, rec Recovery, log *zap.Logger, cancel, lose func()) {
+	t := time.NewTicker(m.cfg.Lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		o, until, err := m.store.own(ctx, rec.CustomerID, rec.Env, rec.ID, m.owner, m.cfg.Lease)
+		switch {
+		case err != nil:
+			// Retried at the next tick; the lease outlasts a couple of missed ones.
+			if ctx.Err() == nil {
+				log.Warn("renewing a recovery lease failed", zap.Error(err))
+			}
+		case o == ended:
+			cancel() // cancelled (or finished) meanwhile: nothing to hand on
+			return
+		case o != owned:
+			lose()
+			return
+		default:
+			m.store.rdb.ZAdd(ctx, m.store.registry(), redis.Z{Score: float64(until.UnixMilli()), Member: member(rec.CustomerID, rec.Env, rec.ID)})
+		}
+	}
+}
+
 // runner is one recovery at work.
 type runner struct {
 	*Manager
@@ -411,56 +417,11 @@ type sent struct {
 	at     time.Time
 }
 
+// work walks the window, re-sending matching tasks, then waits until every re-send has an
+// outcome.
 func (r *runner) work(ctx context.Context) error {
-	cust := r.rec.CustomerID
 	if !r.rec.scanDone {
-		from, to := r.rec.Since.UnixMilli(), r.rec.Until.UnixMilli()
-		pos := r.rec.pos
-		for {
-			var page []status.WindowEntry
-			if err := r.retry(ctx, "reading the index", func() (err error) {
-				page, err = r.store.index.Window(ctx, cust, r.rec.Env, from, to, pos, r.cfg.PageSize)
-				return err
-			}); err != nil {
-				return err
-			}
-			if len(page) == 0 {
-				break
-			}
-			ids := make([]string, len(page))
-			for i, e := range page {
-				ids[i] = e.TaskID
-			}
-			var briefs []status.Brief
-			if err := r.retry(ctx, "reading task states", func() (err error) {
-				briefs, err = r.store.index.Briefs(ctx, cust, r.rec.Env, ids)
-				return err
-			}); err != nil {
-				return err
-			}
-			for i, e := range page {
-				if briefs[i].Found && matches(r.rec.State, briefs[i].State) {
-					if err := r.one(ctx, e); err != nil {
-						return err
-					}
-				}
-				if err := r.settleIfDue(ctx); err != nil {
-					return err
-				}
-			}
-			last := page[len(page)-1]
-			pos = status.WindowPos{ScoreMS: last.LastAttemptMS, TaskID: last.TaskID}
-			if err := r.retry(ctx, "recording progress", func() error {
-				_, err := r.store.owned(ctx, cust, r.rec.Env, r.rec.ID, r.owner, "advance", pos.ScoreMS, pos.TaskID)
-				return err
-			}); err != nil {
-				return err
-			}
-		}
-		if err := r.retry(ctx, "recording progress", func() error {
-			_, err := r.store.owned(ctx, cust, r.rec.Env, r.rec.ID, r.owner, "scanned")
-			return err
-		}); err != nil {
+		if err := r.scan(ctx); err != nil {
 			return err
 		}
 	}
@@ -476,6 +437,59 @@ func (r *runner) work(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// scan walks the customer's index over the recovery's window, page by page from the last
+// recorded position, re-sending the tasks in the wanted state.
+func (r *runner) scan(ctx context.Context) error {
+	cust := r.rec.CustomerID
+	from, to := r.rec.Since.UnixMilli(), r.rec.Until.UnixMilli()
+	pos := r.rec.pos
+	for {
+		var page []status.WindowEntry
+		if err := r.retry(ctx, "reading the index", func() (err error) {
+			page, err = r.store.index.Window(ctx, cust, r.rec.Env, from, to, pos, r.cfg.PageSize)
+			return err
+		}); err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			break
+		}
+		ids := make([]string, len(page))
+		for i, e := range page {
+			ids[i] = e.TaskID
+		}
+		var briefs []status.Brief
+		if err := r.retry(ctx, "reading task states", func() (err error) {
+			briefs, err = r.store.index.Briefs(ctx, cust, r.rec.Env, ids)
+			return err
+		}); err != nil {
+			return err
+		}
+		for i, e := range page {
+			if briefs[i].Found && matches(r.rec.State, briefs[i].State) {
+				if err := r.one(ctx, e); err != nil {
+					return err
+				}
+			}
+			if err := r.settleIfDue(ctx); err != nil {
+				return err
+			}
+		}
+		last := page[len(page)-1]
+		pos = status.WindowPos{ScoreMS: last.LastAttemptMS, TaskID: last.TaskID}
+		if err := r.retry(ctx, "recording progress", func() error {
+			_, err := r.store.owned(ctx, cust, r.rec.Env, r.rec.ID, r.owner, "advance", pos.ScoreMS, pos.TaskID)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return r.retry(ctx, "recording progress", func() error {
+		_, err := r.store.owned(ctx, cust, r.rec.Env, r.rec.ID, r.owner, "scanned")
+		return err
+	})
 }
 
 func matches(want string, s status.State) bool {
@@ -529,25 +543,8 @@ func (r *runner) one(ctx context.Context, e status.WindowEntry) error {
 	// re-send on the stream but not recorded would be sent again by whoever resumes.
 	// Stopping only prevents another try.
 	steady := context.WithoutCancel(ctx)
-	var chain uint64
-	err := r.retry(ctx, "re-sending a callback", func() (err error) {
-		c, cancel := context.WithTimeout(steady, stepTimeout)
-		defer cancel()
-		chain, err = r.sender.Resend(c, cust, r.rec.Env, e.TaskID)
-		if errors.Is(err, ErrSkip) || errors.Is(err, ErrCustomerGone) {
-			return permanent{err}
-		}
-		return err
-	})
-	outcome := "queued"
-	var p permanent
-	switch {
-	case errors.As(err, &p) && errors.Is(p.error, ErrSkip):
-		outcome = "skipped"
-		r.log.Debug("recovery passes over a task", zap.String("task_id", e.TaskID), zap.Error(p.error))
-	case errors.As(err, &p):
-		return p.error
-	case err != nil:
+	outcome, chain, err := r.resend(ctx, steady, e.TaskID)
+	if err != nil {
 		return err
 	}
 	if err := r.retry(ctx, "recording a re-send", func() error {
@@ -565,6 +562,32 @@ func (r *runner) one(ctx context.Context, e status.WindowEntry) error {
 		r.metrics.skipped.Inc()
 	}
 	return nil
+}
+
+// resend puts the task's callback on the stream again, retrying until it is there; steady
+// bounds each try instead of ctx, so a try that started finishes. outcome is "queued", or
+// "skipped" when the sender passes over the task.
+func (r *runner) resend(ctx, steady context.Context, taskID string) (outcome string, chain uint64, err error) {
+	err = r.retry(ctx, "re-sending a callback", func() (err error) {
+		c, cancel := context.WithTimeout(steady, stepTimeout)
+		defer cancel()
+		chain, err = r.sender.Resend(c, r.rec.CustomerID, r.rec.Env, taskID)
+		if errors.Is(err, ErrSkip) || errors.Is(err, ErrCustomerGone) {
+			return permanent{err}
+		}
+		return err
+	})
+	var p permanent
+	switch {
+	case errors.As(err, &p) && errors.Is(p.error, ErrSkip):
+		r.log.Debug("recovery passes over a task", zap.String("task_id", taskID), zap.Error(p.error))
+		return "skipped", chain, nil
+	case errors.As(err, &p):
+		return "", 0, p.error
+	case err != nil:
+		return "", 0, err
+	}
+	return "queued", chain, nil
 }
 
 // waitInFlight holds the next re-send while MaxInFlight earlier ones wait for their first
@@ -631,15 +654,7 @@ func (r *runner) settle(ctx context.Context) (int64, error) {
 		n, err := r.store.rdb.HLen(ctx, pending).Result()
 		return n, err
 	}
-	ids := make([]string, 0, len(kv)/2)
-	chains := make([]uint64, 0, len(kv)/2)
-	queued := make([]time.Time, 0, len(kv)/2)
-	for i := 0; i+1 < len(kv); i += 2 {
-		c, at, _ := strings.Cut(kv[i+1], ":")
-		chain, _ := strconv.ParseUint(c, 10, 64)
-		ms, _ := strconv.ParseInt(at, 10, 64)
-		ids, chains, queued = append(ids, kv[i]), append(chains, chain), append(queued, time.UnixMilli(ms))
-	}
+	ids, chains, queued := parsePending(kv)
 	var briefs []status.Brief
 	if err := r.retry(ctx, "reading task states", func() (err error) {
 		briefs, err = r.store.index.Briefs(ctx, cust, r.rec.Env, ids)
@@ -647,6 +662,36 @@ func (r *runner) settle(ctx context.Context) (int64, error) {
 	}); err != nil {
 		return 0, err
 	}
+	args := r.outcomes(ids, chains, queued, briefs)
+	var left int64
+	err := r.retry(ctx, "recording outcomes", func() (err error) {
+		if len(args) == 0 {
+			left, err = r.store.rdb.HLen(ctx, pending).Result()
+			return err
+		}
+		left, err = r.store.owned(ctx, cust, r.rec.Env, r.rec.ID, r.owner, "settle", args...)
+		return err
+	})
+	return left, err
+}
+
+// parsePending reads an HSCAN page of pending re-deliveries: task id to "chain:queued at (ms)".
+func parsePending(kv []string) (ids []string, chains []uint64, queued []time.Time) {
+	ids = make([]string, 0, len(kv)/2)
+	chains = make([]uint64, 0, len(kv)/2)
+	queued = make([]time.Time, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		c, at, _ := strings.Cut(kv[i+1], ":")
+		chain, _ := strconv.ParseUint(c, 10, 64)
+		ms, _ := strconv.ParseInt(at, 10, 64)
+		ids, chains, queued = append(ids, kv[i]), append(chains, chain), append(queued, time.UnixMilli(ms))
+	}
+	return ids, chains, queued
+}
+
+// outcomes pairs each re-delivery that has a final outcome with it, as the "settle" script
+// takes them; those still to come are left out.
+func (r *runner) outcomes(ids []string, chains []uint64, queued []time.Time, briefs []status.Brief) []any {
 	args := make([]any, 0, 2*len(ids))
 	for i, b := range briefs {
 		unbegun := b.Chain < chains[i] || b.State == status.Pending
@@ -664,16 +709,7 @@ func (r *runner) settle(ctx context.Context) (int64, error) {
 			args = append(args, ids[i], "other")
 		}
 	}
-	var left int64
-	err := r.retry(ctx, "recording outcomes", func() (err error) {
-		if len(args) == 0 {
-			left, err = r.store.rdb.HLen(ctx, pending).Result()
-			return err
-		}
-		left, err = r.store.owned(ctx, cust, r.rec.Env, r.rec.ID, r.owner, "settle", args...)
-		return err
-	})
-	return left, err
+	return args
 }
 
 // stepTimeout bounds one re-send or its record, which run on after a stop has begun.

@@ -33,348 +33,509 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(logw, "%s loadtest: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+	rn, err := newRunner(cfg, logw)
+	if err != nil {
+		return nil, err
 	}
-	runID := strings.ToLower(rand.Text()[:8])
+	defer rn.cleanUp()
+	for _, step := range []func(context.Context) error{
+		rn.connectRedis,
+		rn.startNATS,
+		rn.createCustomers,
+		rn.startGateway,
+		rn.startReceivers,
+		rn.startFleet,
+		rn.parkCallbacks,
+	} {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	ph, err := rn.measuredPhase(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sum := rn.recordDeliveries(ph)
+	rn.recordCosts(ctx, ph)
+	rn.recordState(ctx, sum)
+	return rn.r, nil
+}
+
+// runner holds what one load run has started, so that each step of Run can use what the
+// earlier ones set up and every one of them is stopped when the run ends.
+type runner struct {
+	cfg  Config
+	logf func(format string, args ...any)
+	id   string
+	dir  string
+	r    *Report
+	// cleanups run in reverse order of registration, like defers.
+	cleanups []func()
+
+	rdb      *redis.Client
+	prefix   string
+	broker   Broker
+	nc       *nats.Conn
+	store    *customer.Store
+	custs    []Customer
+	custIDs  []string
+	apiKeys  []string
+	gateway  *Gateway
+	reader   *StatusReader
+	tracker  *Tracker
+	idPrefix string
+	recv     *Receiver
+	dead     *DeadEndpoint
+	pub      *Publisher
+	schedule string
+	workers  []*Worker
+	cons     jetstream.Consumer
+	meter    *meter
+}
+
+func newRunner(cfg Config, logw io.Writer) (*runner, error) {
 	dir, err := os.MkdirTemp("", "refonte-loadtest-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-
-	r := &Report{Label: cfg.Label, StartedAt: time.Now().UTC(), Machine: machine()}
+	rn := &runner{
+		cfg: cfg,
+		logf: func(format string, args ...any) {
+			fmt.Fprintf(logw, "%s loadtest: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+		},
+		id:  strings.ToLower(rand.Text()[:8]),
+		dir: dir,
+		r:   &Report{Label: cfg.Label, StartedAt: time.Now().UTC(), Machine: machine()},
+	}
+	rn.onCleanUp(func() { os.RemoveAll(dir) })
 	if root := cfg.RepoRoot; root != "" {
-		r.Commit = commit(root)
+		rn.r.Commit = commit(root)
 	} else if wd, err := os.Getwd(); err == nil {
 		if root, err := FindRepoRoot(wd); err == nil {
-			r.Commit = commit(root)
+			rn.r.Commit = commit(root)
 		}
 	}
+	return rn, nil
+}
 
-	// Redis, under a prefix of this run's own.
-	opt, err := redis.ParseURL(cfg.RedisURL)
+func (rn *runner) onCleanUp(f func()) { rn.cleanups = append(rn.cleanups, f) }
+
+func (rn *runner) cleanUp() {
+	for i := len(rn.cleanups) - 1; i >= 0; i-- {
+		rn.cleanups[i]()
+	}
+}
+
+// connectRedis connects to Redis and picks the key prefix of this run, whose keys are deleted
+// at the end unless cfg.Keep.
+func (rn *runner) connectRedis(ctx context.Context) error {
+	opt, err := redis.ParseURL(rn.cfg.RedisURL)
 	if err != nil {
-		return nil, fmt.Errorf("-redis-url: %w", err)
+		return fmt.Errorf("-redis-url: %w", err)
 	}
 	opt.PoolSize = 64
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return nil, fmt.Errorf("redis at %s: %w", cfg.RedisURL, err)
+	rn.rdb = redis.NewClient(opt)
+	rn.onCleanUp(func() { rn.rdb.Close() })
+	if err := rn.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis at %s: %w", rn.cfg.RedisURL, err)
 	}
-	prefix := cfg.RedisPrefix
-	if prefix == "" {
-		prefix = "loadtest:" + runID + ":"
+	rn.prefix = rn.cfg.RedisPrefix
+	if rn.prefix == "" {
+		rn.prefix = "loadtest:" + rn.id + ":"
 	}
-	if !cfg.Keep {
-		defer func() {
-			n, err := deleteKeys(rdb, prefix)
-			logf("deleted %d Redis keys under %q (err: %v)", n, prefix, err)
-		}()
+	if !rn.cfg.Keep {
+		rn.onCleanUp(func() {
+			n, err := deleteKeys(rn.rdb, rn.prefix)
+			rn.logf("deleted %d Redis keys under %q (err: %v)", n, rn.prefix, err)
+		})
 	}
+	return nil
+}
 
-	// NATS.
-	var broker Broker
+// startNATS starts (or joins) the NATS server and connects to it.
+func (rn *runner) startNATS(ctx context.Context) error {
+	var err error
 	switch {
-	case cfg.NATSURL != "":
-		broker = External(cfg.NATSURL)
-		r.Settings.NATS = "external " + cfg.NATSURL
-	case cfg.NATSBin != "":
-		broker, err = StartProcess(ctx, cfg.NATSBin, dir)
-		r.Settings.NATS = "process " + cfg.NATSBin
+	case rn.cfg.NATSURL != "":
+		rn.broker = External(rn.cfg.NATSURL)
+		rn.r.Settings.NATS = "external " + rn.cfg.NATSURL
+	case rn.cfg.NATSBin != "":
+		rn.broker, err = StartProcess(ctx, rn.cfg.NATSBin, rn.dir)
+		rn.r.Settings.NATS = "process " + rn.cfg.NATSBin
 	default:
-		broker, err = StartInProcess(dir)
-		r.Settings.NATS = "in-process"
+		rn.broker, err = StartInProcess(rn.dir)
+		rn.r.Settings.NATS = "in-process"
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer broker.Close()
-	nc, err := nats.Connect(broker.URL(), nats.Name("refonte-loadtest"), nats.MaxReconnects(-1))
+	rn.onCleanUp(rn.broker.Close)
+	rn.nc, err = nats.Connect(rn.broker.URL(), nats.Name("refonte-loadtest"), nats.MaxReconnects(-1))
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS: %w", err)
+		return fmt.Errorf("connect to NATS: %w", err)
 	}
-	defer nc.Close()
-	logf("run %s: NATS %s (%s), Redis %s prefix %q", runID, broker.URL(), r.Settings.NATS, cfg.RedisURL, prefix)
+	rn.onCleanUp(rn.nc.Close)
+	rn.logf("run %s: NATS %s (%s), Redis %s prefix %q", rn.id, rn.broker.URL(), rn.r.Settings.NATS, rn.cfg.RedisURL, rn.prefix)
+	return nil
+}
 
-	// Customers and their endpoints.
-	store := customer.NewStore(rdb, prefix)
-	var (
-		custs   []Customer
-		custIDs []string
-		apiKeys []string
-	)
-	for i := range cfg.Customers {
-		id := fmt.Sprintf("lt_%s_%d", runID, i)
-		c, err := store.Create(ctx, id, "")
+// createCustomers creates the customers the load is spread over.
+func (rn *runner) createCustomers(ctx context.Context) error {
+	rn.store = customer.NewStore(rn.rdb, rn.prefix)
+	for i := range rn.cfg.Customers {
+		id := fmt.Sprintf("lt_%s_%d", rn.id, i)
+		c, err := rn.store.Create(ctx, id, "")
 		if err != nil {
-			return nil, fmt.Errorf("create customer: %w", err)
+			return fmt.Errorf("create customer: %w", err)
 		}
-		custs = append(custs, Customer{ID: id, AuthKey: c.Live.CallbackAuthKey, SigningSecret: c.Live.SigningSecret})
-		custIDs = append(custIDs, id)
-		apiKeys = append(apiKeys, c.LiveAPIKey)
+		rn.custs = append(rn.custs, Customer{ID: id, AuthKey: c.Live.CallbackAuthKey, SigningSecret: c.Live.SigningSecret})
+		rn.custIDs = append(rn.custIDs, id)
+		rn.apiKeys = append(rn.apiKeys, c.LiveAPIKey)
 	}
+	return nil
+}
 
-	// The gateway, where customers read their statuses.
-	repoRoot := func() (string, error) {
-		if cfg.RepoRoot != "" {
-			return cfg.RepoRoot, nil
-		}
-		wd, _ := os.Getwd()
-		return FindRepoRoot(wd)
+func (rn *runner) repoRoot() (string, error) {
+	if rn.cfg.RepoRoot != "" {
+		return rn.cfg.RepoRoot, nil
 	}
-	var (
-		gateway *Gateway
-		reader  *StatusReader
-	)
-	if cfg.Gateway {
-		bin := cfg.GatewayBin
-		if bin == "" {
-			root, err := repoRoot()
-			if err != nil {
-				return nil, err
-			}
-			logf("building ./services/gateway in %s", root)
-			if bin, err = Build(ctx, root, dir, "./services/gateway"); err != nil {
-				return nil, err
-			}
-		}
-		gateway, err = StartGateway(ctx, bin, dir, []string{"NATS_URL=" + broker.URL(), "REDIS_URL=" + cfg.RedisURL,
-			"REDIS_PREFIX=" + prefix, "LOG_LEVEL=" + cfg.LogLevel})
+	wd, _ := os.Getwd()
+	return FindRepoRoot(wd)
+}
+
+// startGateway starts the gateway, where customers read their statuses, when cfg.Gateway asks
+// for it, and the status reader playing those customers.
+func (rn *runner) startGateway(ctx context.Context) error {
+	if !rn.cfg.Gateway {
+		return nil
+	}
+	bin := rn.cfg.GatewayBin
+	if bin == "" {
+		root, err := rn.repoRoot()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		defer gateway.stop(15 * time.Second)
-		if cfg.StatusReads > 0 {
-			reader = NewStatusReader(gateway.URL, cfg.StatusReads, apiKeys)
-			defer reader.Close()
+		rn.logf("building ./services/gateway in %s", root)
+		if bin, err = Build(ctx, root, rn.dir, "./services/gateway"); err != nil {
+			return err
 		}
 	}
-	maxCount := cfg.MaxCount
-	if cfg.Count > 0 {
-		maxCount = int(cfg.Count)
+	var err error
+	rn.gateway, err = StartGateway(ctx, bin, rn.dir, []string{"NATS_URL=" + rn.broker.URL(), "REDIS_URL=" + rn.cfg.RedisURL,
+		"REDIS_PREFIX=" + rn.prefix, "LOG_LEVEL=" + rn.cfg.LogLevel})
+	if err != nil {
+		return err
 	}
-	tracker := NewTracker(maxCount)
-	idPrefix := "lt-" + runID + "-"
-	signCheckEvery := cfg.SignCheckEvery
-	if cfg.Reference != "" {
+	rn.onCleanUp(func() { rn.gateway.stop(15 * time.Second) })
+	if rn.cfg.StatusReads > 0 {
+		rn.reader = NewStatusReader(rn.gateway.URL, rn.cfg.StatusReads, rn.apiKeys)
+		rn.onCleanUp(func() { rn.reader.Close() })
+	}
+	return nil
+}
+
+// startReceivers starts the customers' endpoints (and the dead one for parked callbacks), the
+// tracker that matches arrivals to publishes, and the publisher.
+func (rn *runner) startReceivers(ctx context.Context) error {
+	maxCount := rn.cfg.MaxCount
+	if rn.cfg.Count > 0 {
+		maxCount = int(rn.cfg.Count)
+	}
+	rn.tracker = NewTracker(maxCount)
+	rn.idPrefix = "lt-" + rn.id + "-"
+	signCheckEvery := rn.cfg.SignCheckEvery
+	if rn.cfg.Reference != "" {
 		signCheckEvery = 0 // the reference loop does not sign
 	}
-	recv, err := NewReceiver(tracker, idPrefix, cfg.Receiver, cfg.Hosts, custs, signCheckEvery)
+	var err error
+	rn.recv, err = NewReceiver(rn.tracker, rn.idPrefix, rn.cfg.Receiver, rn.cfg.Hosts, rn.custs, signCheckEvery)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer recv.Close()
-	if reader != nil {
-		recv.OnSuccess(reader.Arrived)
+	rn.onCleanUp(rn.recv.Close)
+	if rn.reader != nil {
+		rn.recv.OnSuccess(rn.reader.Arrived)
 	}
-	var dead *DeadEndpoint
-	if cfg.Parked > 0 {
-		if dead, err = NewDeadEndpoint(cfg.Hosts); err != nil {
-			return nil, err
+	if rn.cfg.Parked > 0 {
+		if rn.dead, err = NewDeadEndpoint(rn.cfg.Hosts); err != nil {
+			return err
 		}
-		defer dead.Close()
+		rn.onCleanUp(rn.dead.Close)
 	}
-	pub, err := NewPublisher(nc, tracker, idPrefix, custIDs, recv.URLs(), cfg.PadBytes)
+	rn.pub, err = NewPublisher(rn.nc, rn.tracker, rn.idPrefix, rn.custIDs, rn.recv.URLs(), rn.cfg.PadBytes)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := pub.EnsureStream(ctx); err != nil {
-		return nil, err
-	}
+	return rn.pub.EnsureStream(ctx)
+}
 
-	// The fleet.
-	bin := cfg.WorkerBin
-	if bin == "" {
-		root, err := repoRoot()
-		if err != nil {
-			return nil, err
-		}
-		pkg := "./services/worker"
-		if cfg.Reference != "" {
-			pkg = "./services/loadtest/bareloop"
-		}
-		logf("building %s in %s", pkg, root)
-		into := dir
-		if cfg.PerfData != "" {
-			into = filepath.Dir(cfg.PerfData) // perf report needs the binary after this run
-		}
-		if bin, err = Build(ctx, root, into, pkg); err != nil {
-			return nil, err
-		}
+// startFleet builds (unless given) and starts the workers, finds their consumer and records
+// the run's settings.
+func (rn *runner) startFleet(ctx context.Context) error {
+	bin, err := rn.workerBin(ctx)
+	if err != nil {
+		return err
 	}
-	schedule := cfg.RetrySchedule
-	if schedule == "" && cfg.Parked > 0 {
-		schedule = ParkedSchedule
+	rn.schedule = rn.cfg.RetrySchedule
+	if rn.schedule == "" && rn.cfg.Parked > 0 {
+		rn.schedule = ParkedSchedule
 	}
+	rn.logf("starting %d workers (%s)", rn.cfg.Workers, bin)
+	rn.workers, err = StartWorkers(ctx, bin, rn.dir, rn.cfg.Workers, rn.workerEnv())
+	if err != nil {
+		return err
+	}
+	rn.onCleanUp(rn.stopWorkers)
+	js, err := jetstream.New(rn.nc)
+	if err != nil {
+		return err
+	}
+	rn.cons, err = js.Consumer(ctx, stream.DefaultConfig().Name, consumerName)
+	if err != nil {
+		return fmt.Errorf("the workers' consumer: %w", err)
+	}
+	rn.recordSettings()
+	rn.meter = newMeter(rn.workers, rn.gateway, rn.broker, rn.rdb)
+	rn.meter.readers = rn.reader != nil
+	return nil
+}
+
+// workerBin is cfg.WorkerBin, or else the worker (or the reference loop) built from the
+// repository.
+func (rn *runner) workerBin(ctx context.Context) (string, error) {
+	if rn.cfg.WorkerBin != "" {
+		return rn.cfg.WorkerBin, nil
+	}
+	root, err := rn.repoRoot()
+	if err != nil {
+		return "", err
+	}
+	pkg := "./services/worker"
+	if rn.cfg.Reference != "" {
+		pkg = "./services/loadtest/bareloop"
+	}
+	rn.logf("building %s in %s", pkg, root)
+	into := rn.dir
+	if rn.cfg.PerfData != "" {
+		into = filepath.Dir(rn.cfg.PerfData) // perf report needs the binary after this run
+	}
+	return Build(ctx, root, into, pkg)
+}
+
+func (rn *runner) workerEnv() []string {
 	env := []string{
-		"NATS_URL=" + broker.URL(),
-		"REDIS_URL=" + cfg.RedisURL,
-		"REDIS_PREFIX=" + prefix,
+		"NATS_URL=" + rn.broker.URL(),
+		"REDIS_URL=" + rn.cfg.RedisURL,
+		"REDIS_PREFIX=" + rn.prefix,
 		"CALLBACK_ALLOW_PRIVATE=true",
-		"LOG_LEVEL=" + cfg.LogLevel,
+		"LOG_LEVEL=" + rn.cfg.LogLevel,
 		"LOG_FORMAT=json",
 	}
-	if cfg.Concurrency > 0 {
-		env = append(env, "WORKER_CONCURRENCY="+strconv.Itoa(cfg.Concurrency))
+	if rn.cfg.Concurrency > 0 {
+		env = append(env, "WORKER_CONCURRENCY="+strconv.Itoa(rn.cfg.Concurrency))
 	}
-	if cfg.HostConcurrency > 0 {
-		env = append(env, "WORKER_HOST_CONCURRENCY="+strconv.Itoa(cfg.HostConcurrency))
+	if rn.cfg.HostConcurrency > 0 {
+		env = append(env, "WORKER_HOST_CONCURRENCY="+strconv.Itoa(rn.cfg.HostConcurrency))
 	}
-	if schedule != "" {
-		env = append(env, "CALLBACK_RETRY_SCHEDULE="+schedule)
+	if rn.schedule != "" {
+		env = append(env, "CALLBACK_RETRY_SCHEDULE="+rn.schedule)
 	}
-	if cfg.Reference != "" {
-		env = append(env, "BARELOOP_HTTP="+cfg.Reference)
+	if rn.cfg.Reference != "" {
+		env = append(env, "BARELOOP_HTTP="+rn.cfg.Reference)
 	}
-	env = append(env, cfg.WorkerEnv...)
-	logf("starting %d workers (%s)", cfg.Workers, bin)
-	workers, err := StartWorkers(ctx, bin, dir, cfg.Workers, env)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		StopWorkers(workers, 45*time.Second)
-		for _, w := range workers {
-			if w.err != nil && !strings.Contains(w.err.Error(), "terminated") {
-				logf("%s exited: %v\n%s", w.name, w.err, w.tail())
-			}
-		}
-	}()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	cons, err := js.Consumer(ctx, stream.DefaultConfig().Name, consumerName)
-	if err != nil {
-		return nil, fmt.Errorf("the workers' consumer: %w", err)
-	}
+	return append(env, rn.cfg.WorkerEnv...)
+}
 
-	r.Settings = Settings{Workers: cfg.Workers, Concurrency: cfg.Concurrency, HostConcurrency: cfg.HostConcurrency,
-		RetrySchedule: schedule, Customers: cfg.Customers, Hosts: cfg.Hosts, Rate: cfg.Rate,
+func (rn *runner) stopWorkers() {
+	StopWorkers(rn.workers, 45*time.Second)
+	for _, w := range rn.workers {
+		if w.err != nil && !strings.Contains(w.err.Error(), "terminated") {
+			rn.logf("%s exited: %v\n%s", w.name, w.err, w.tail())
+		}
+	}
+}
+
+func (rn *runner) recordSettings() {
+	cfg := rn.cfg
+	rn.r.Settings = Settings{Workers: cfg.Workers, Concurrency: cfg.Concurrency, HostConcurrency: cfg.HostConcurrency,
+		RetrySchedule: rn.schedule, Customers: cfg.Customers, Hosts: cfg.Hosts, Rate: cfg.Rate,
 		Duration: cfg.Duration.String(), Count: cfg.Count, Backlog: cfg.Backlog, Warmup: cfg.Warmup.String(),
 		Fail: cfg.Receiver.Fail, Slow: cfg.Receiver.Slow, SlowDelay: cfg.Receiver.SlowDelay.String(),
-		Parked: cfg.Parked, NATS: r.Settings.NATS, Reference: cfg.Reference,
-		BodyBytes: len(Body(custIDs[0], taskID(0), time.Now().UnixNano(), recv.URLs()[0], pub.pad))}
+		Parked: cfg.Parked, NATS: rn.r.Settings.NATS, Reference: cfg.Reference,
+		BodyBytes: len(Body(rn.custIDs[0], taskID(0), time.Now().UnixNano(), rn.recv.URLs()[0], rn.pub.pad))}
+}
 
-	// Who is measured.
-	meter := newMeter(workers, gateway, broker, rdb)
-	meter.readers = reader != nil
-
-	if cfg.Parked > 0 {
-		logf("parking %d callbacks at a dead endpoint (schedule %s)", cfg.Parked, schedule)
-		if r.Parked, err = park(ctx, cfg, runID, pub, dead, broker, cons, meter, logf); err != nil {
-			return nil, err
+// parkCallbacks parks cfg.Parked callbacks for retry before the measured load, if asked.
+func (rn *runner) parkCallbacks(ctx context.Context) error {
+	if rn.cfg.Parked > 0 {
+		rn.logf("parking %d callbacks at a dead endpoint (schedule %s)", rn.cfg.Parked, rn.schedule)
+		var err error
+		if rn.r.Parked, err = park(ctx, rn.cfg, rn.id, rn.pub, rn.dead, rn.broker, rn.cons, rn.meter, rn.logf); err != nil {
+			return err
 		}
 	}
+	return ctx.Err()
+}
+
+// phase is what the measured phase leaves for the report.
+type phase struct {
+	before, after cpuSnap
+	workersBefore WorkerMetrics
+	published     int64
+	start, pubEnd time.Time
+	end           time.Time
+	timeline      []Sample
+	natsPeak      int64
+}
+
+// measuredPhase publishes the load, waits for it to drain and samples the fleet meanwhile.
+func (rn *runner) measuredPhase(ctx context.Context) (*phase, error) {
+	ph := &phase{before: rn.meter.snapshot(ctx), workersBefore: ScrapeAll(rn.workers)}
+	rn.r.NATS.MemStart, _, _ = rn.broker.Varz()
+	pr, err := rn.startProbes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rn.publishAndDrain(ctx, ph)
+	if pr.side != nil {
+		st := pr.side.Finish(10 * time.Second)
+		rn.r.Side = &st
+	}
+	if rn.reader != nil {
+		rn.r.Reads = rn.reader.Close() // the reads still queued are part of the measured phase
+	}
+	ph.end = time.Now()
+	ph.timeline, ph.natsPeak = rn.stopProbes(pr)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	ph.after = rn.meter.snapshot(ctx)
+	rn.r.Workers = ScrapeAll(rn.workers).minus(ph.workersBefore)
+	rn.r.NATS.MemEnd, rn.r.NATS.CPUEnd, _ = rn.broker.Varz()
+	return ph, nil
+}
 
-	// The measured phase.
-	before := meter.snapshot(ctx)
-	wmBefore := ScrapeAll(workers)
-	r.NATS.MemStart, _, _ = broker.Varz()
-	var profile *os.File
-	if cfg.CPUProfile != "" {
-		if profile, err = os.Create(cfg.CPUProfile); err != nil {
+// probes watch the measured phase: profilers, the second customer and the timeline sampler.
+type probes struct {
+	profile *os.File
+	perf    *perfRecorder
+	side    *Side
+	sampler *sampler
+}
+
+func (rn *runner) startProbes(ctx context.Context) (*probes, error) {
+	var (
+		pr  probes
+		err error
+	)
+	if rn.cfg.CPUProfile != "" {
+		if pr.profile, err = os.Create(rn.cfg.CPUProfile); err != nil {
 			return nil, err
 		}
-		if err := pprof.StartCPUProfile(profile); err != nil {
+		if err := pprof.StartCPUProfile(pr.profile); err != nil {
 			return nil, err
 		}
 	}
-	var perf *perfRecorder
-	if cfg.PerfData != "" {
-		if perf, err = startPerf(cfg.PerfData, meter.pids(ctx)); err != nil {
+	if rn.cfg.PerfData != "" {
+		if pr.perf, err = startPerf(rn.cfg.PerfData, rn.meter.pids(ctx)); err != nil {
 			return nil, err
 		}
-		defer perf.stop()
+		rn.onCleanUp(pr.perf.stop)
 	}
-	var side *Side
-	if cfg.SideRate > 0 {
-		sideID := fmt.Sprintf("lt_%s_side", runID)
-		if _, err := store.Create(ctx, sideID, ""); err != nil {
+	if rn.cfg.SideRate > 0 {
+		sideID := fmt.Sprintf("lt_%s_side", rn.id)
+		if _, err := rn.store.Create(ctx, sideID, ""); err != nil {
 			return nil, fmt.Errorf("create the second customer: %w", err)
 		}
-		if side, err = StartSide(ctx, nc, sideID, "lts-"+runID+"-", cfg.SideRate); err != nil {
+		if pr.side, err = StartSide(ctx, rn.nc, sideID, "lts-"+rn.id+"-", rn.cfg.SideRate); err != nil {
 			return nil, err
 		}
 	}
-	sampler := startSampler(cfg.Sample, tracker, workers, broker)
-	logf("publishing: rate %v/s (0 = max, backlog %d), duration %s, count %d", cfg.Rate, cfg.Backlog, cfg.Duration, cfg.Count)
-	published, start, pubEnd, pubErr := pub.Run(ctx, Pace{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count, Backlog: cfg.Backlog})
-	if pubErr != nil && !errors.Is(pubErr, context.Canceled) {
-		logf("publishing stopped: %v", pubErr)
-	}
-	logf("published %d in %s; draining (up to %s)", published, pubEnd.Sub(start).Round(time.Millisecond), cfg.Drain)
-	if !pub.Flush(ctx, 30*time.Second) {
-		logf("some publishes were still unacknowledged after 30s")
-	}
-	r.Settled = waitFor(ctx, pubEnd.Add(cfg.Drain), 10*time.Millisecond, tracker.Settled)
-	if side != nil {
-		st := side.Finish(10 * time.Second)
-		r.Side = &st
-	}
-	if reader != nil {
-		r.Reads = reader.Close() // the reads still queued are part of the measured phase
-	}
-	end := time.Now()
-	if profile != nil {
-		pprof.StopCPUProfile()
-		profile.Close()
-	}
-	timeline, natsPeak := sampler.stop()
-	if perf != nil {
-		perf.stop()
-		logf("perf profile of pids %v in %s", perf.pids, cfg.PerfData)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	after := meter.snapshot(ctx)
-	r.Workers = ScrapeAll(workers).minus(wmBefore)
-	r.NATS.MemEnd, r.NATS.CPUEnd, _ = broker.Varz()
-	r.NATS.MemPeak = max(natsPeak, r.NATS.MemEnd, r.NATS.MemStart)
-	r.Timeline = timeline
+	pr.sampler = startSampler(rn.cfg.Sample, rn.tracker, rn.workers, rn.broker)
+	return &pr, nil
+}
 
-	sum := tracker.Summarize(cfg.VerifySample, start.Add(cfg.Warmup).UnixNano())
+func (rn *runner) stopProbes(pr *probes) (timeline []Sample, natsPeak int64) {
+	if pr.profile != nil {
+		pprof.StopCPUProfile()
+		pr.profile.Close()
+	}
+	timeline, natsPeak = pr.sampler.stop()
+	if pr.perf != nil {
+		pr.perf.stop()
+		rn.logf("perf profile of pids %v in %s", pr.perf.pids, rn.cfg.PerfData)
+	}
+	return timeline, natsPeak
+}
+
+// publishAndDrain publishes at the configured pace, then waits until every callback has
+// settled or the drain time is up.
+func (rn *runner) publishAndDrain(ctx context.Context, ph *phase) {
+	cfg := rn.cfg
+	rn.logf("publishing: rate %v/s (0 = max, backlog %d), duration %s, count %d", cfg.Rate, cfg.Backlog, cfg.Duration, cfg.Count)
+	var err error
+	ph.published, ph.start, ph.pubEnd, err = rn.pub.Run(ctx, Pace{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count, Backlog: cfg.Backlog})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		rn.logf("publishing stopped: %v", err)
+	}
+	rn.logf("published %d in %s; draining (up to %s)", ph.published, ph.pubEnd.Sub(ph.start).Round(time.Millisecond), cfg.Drain)
+	if !rn.pub.Flush(ctx, 30*time.Second) {
+		rn.logf("some publishes were still unacknowledged after 30s")
+	}
+	rn.r.Settled = waitFor(ctx, ph.pubEnd.Add(cfg.Drain), 10*time.Millisecond, rn.tracker.Settled)
+}
+
+// recordDeliveries reports what arrived, how fast and how late.
+func (rn *runner) recordDeliveries(ph *phase) Summary {
+	r := rn.r
+	sum := rn.tracker.Summarize(rn.cfg.VerifySample, ph.start.Add(rn.cfg.Warmup).UnixNano())
 	r.Counts = sum.Counts
 	r.LatencyFirst, r.LatencySuccess = sum.First, sum.Success
 	for _, seq := range sum.LostSeqs {
-		r.LostSample = append(r.LostSample, idPrefix+strconv.FormatInt(seq, 10))
+		r.LostSample = append(r.LostSample, rn.idPrefix+strconv.FormatInt(seq, 10))
 	}
-	r.PublishSeconds = pubEnd.Sub(start).Seconds()
+	r.PublishSeconds = ph.pubEnd.Sub(ph.start).Seconds()
 	if r.PublishSeconds > 0 {
-		r.OfferedPerSec = float64(published) / r.PublishSeconds
+		r.OfferedPerSec = float64(ph.published) / r.PublishSeconds
 	}
-	r.DrainSeconds = end.Sub(pubEnd).Seconds()
-	if last := tracker.lastOK.Load(); last > 0 {
-		r.OverallPerSec = float64(r.Delivered) / time.Unix(0, last).Sub(start).Seconds()
+	r.DrainSeconds = ph.end.Sub(ph.pubEnd).Seconds()
+	if last := rn.tracker.lastOK.Load(); last > 0 {
+		r.OverallPerSec = float64(r.Delivered) / time.Unix(0, last).Sub(ph.start).Seconds()
 	}
-	if from := start.Add(cfg.Warmup); pubEnd.Sub(from) >= time.Second {
-		r.ThroughputPerSec = float64(tracker.DeliveredBetween(from, pubEnd)) / pubEnd.Sub(from).Seconds()
+	if from := ph.start.Add(rn.cfg.Warmup); ph.pubEnd.Sub(from) >= time.Second {
+		r.ThroughputPerSec = float64(rn.tracker.DeliveredBetween(from, ph.pubEnd)) / ph.pubEnd.Sub(from).Seconds()
 	} else {
 		r.ThroughputPerSec = r.OverallPerSec
 	}
-	r.Processes, r.Redis, r.Totals = meter.costs(before, after, r.Delivered, end.Sub(start))
+	return sum
+}
+
+// recordCosts reports what the measured phase cost each process, NATS and Redis.
+func (rn *runner) recordCosts(ctx context.Context, ph *phase) {
+	r := rn.r
+	r.NATS.MemPeak = max(ph.natsPeak, r.NATS.MemEnd, r.NATS.MemStart)
+	r.Timeline = ph.timeline
+	r.Processes, r.Redis, r.Totals = rn.meter.costs(ph.before, ph.after, r.Delivered, ph.end.Sub(ph.start))
 	if r.Delivered > 0 {
 		r.Redis.BytesPerTask = float64(r.Redis.UsedMemoryDelta) / float64(r.Delivered)
 	}
 	// The hash encoding limit decides most of the bytes per task status (README, Performance).
-	if v, err := rdb.ConfigGet(ctx, "hash-max-listpack-value").Result(); err == nil {
+	if v, err := rn.rdb.ConfigGet(ctx, "hash-max-listpack-value").Result(); err == nil {
 		r.Redis.HashMaxListpackValue = v["hash-max-listpack-value"]
 	}
+}
 
-	logf("checking %d delivered callbacks' status in Redis", len(sum.DeliveredSeqs))
-	r.Verify = verify(ctx, status.NewStore(rdb, prefix, 0), custIDs, idPrefix, sum.DeliveredSeqs)
-	r.Verify.SignChecked, r.Verify.SignBad, r.Verify.SignBadExamples = recv.Checks()
-	if info, err := cons.Info(ctx); err == nil {
+// recordState reads a sample of delivered callbacks' statuses back from Redis and the
+// consumer's state at the end.
+func (rn *runner) recordState(ctx context.Context, sum Summary) {
+	r := rn.r
+	rn.logf("checking %d delivered callbacks' status in Redis", len(sum.DeliveredSeqs))
+	r.Verify = verify(ctx, status.NewStore(rn.rdb, rn.prefix, 0), rn.custIDs, rn.idPrefix, sum.DeliveredSeqs)
+	r.Verify.SignChecked, r.Verify.SignBad, r.Verify.SignBadExamples = rn.recv.Checks()
+	if info, err := rn.cons.Info(ctx); err == nil {
 		r.Consumer = ConsumerState{NumPending: info.NumPending, NumAckPending: info.NumAckPending,
 			NumRedelivered: info.NumRedelivered, Delivered: info.Delivered.Stream, AckFloor: info.AckFloor.Stream}
 	}
-	return r, nil
 }
 
 // park publishes cfg.Parked callbacks to a dead endpoint and waits until every one has had its
@@ -421,14 +582,21 @@ func park(ctx context.Context, cfg Config, runID string, pub *Publisher, dead *D
 		ps.AckPending = info.NumAckPending
 		return info.NumPending == 0 && int64(info.NumAckPending) >= cfg.Parked
 	})
-	// An idle spell with everything parked: what does keeping them cost?
+	if err := measureIdle(ctx, ps, b, m); err != nil {
+		return nil, err
+	}
+	return ps, nil
+}
+
+// measureIdle measures an idle spell with everything parked: what does keeping them cost?
+func measureIdle(ctx context.Context, ps *ParkedStats, b Broker, m *meter) error {
 	const idle = 5 * time.Second
 	before := m.snapshot(ctx)
 	t := time.NewTimer(idle)
 	select {
 	case <-ctx.Done():
 		t.Stop()
-		return nil, ctx.Err()
+		return ctx.Err()
 	case <-t.C:
 	}
 	after := m.snapshot(ctx)
@@ -442,7 +610,7 @@ func park(ctx context.Context, cfg Config, runID string, pub *Publisher, dead *D
 		ps.IdleCPUWorkers += after.workers[i] - before.workers[i]
 	}
 	ps.MemParked, _, _ = b.Varz()
-	return ps, nil
+	return nil
 }
 
 // waitFor checks cond every interval until it holds (true), the deadline passes or ctx ends.

@@ -38,6 +38,8 @@ const (
 )
 
 // NewMetrics registers the worker's series on reg (nil: a private registry, for tests).
+// It is long because it is the list of the worker's series, each with its name and help, and
+// a list reads best whole.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
