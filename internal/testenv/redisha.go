@@ -427,10 +427,15 @@ func (s *RedisSentinel) Primary() *RedisNode {
 func (s *RedisSentinel) agreed(withReplica bool) (string, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	addr, sentinels := "", 0
+	addr, sentinels, replicas := "", 0, -1 // one running data node is the primary
 	for _, sn := range s.Sentinels {
 		if sn.Alive() {
 			sentinels++
+		}
+	}
+	for _, n := range s.Data {
+		if n.Alive() {
+			replicas++
 		}
 	}
 	for _, sn := range s.Sentinels {
@@ -450,6 +455,11 @@ func (s *RedisSentinel) agreed(withReplica bool) (string, bool) {
 		}
 		addr = a
 		if m["num-other-sentinels"] != strconv.Itoa(sentinels-1) || strings.Contains(m["flags"], "down") {
+			return "", false
+		}
+		// A sentinel learns the replicas from the primary's INFO, every 10 s: one that does not
+		// know the replica yet has nobody to promote if the primary dies now.
+		if withReplica && m["num-slaves"] != strconv.Itoa(replicas) {
 			return "", false
 		}
 	}
