@@ -144,18 +144,15 @@ func clusterFleetKill(t *testing.T, n int) {
 		t.Fatalf("stream leader %q: %v", leader, err)
 	}
 	consumerLeader, _ := testenv.ConsumerLeader(ctx, js, cfg.Name, "callback-workers")
-	// The worker to kill has every slot taken by deliveries the receiver keeps waiting (plenty
-	// are pending): they must come back to the others.
+	// The worker to kill holds deliveries the receiver keeps waiting: they must come back to the
+	// others. Not every slot: held answers time out, and the adaptive host limit then shrinks
+	// toward its floor of one.
 	victim := rig.workers[0]
-	slots, err := strconv.Atoi(f.env["WORKER_CONCURRENCY"])
-	if err != nil {
-		t.Fatal(err)
-	}
 	var held int
 	testenv.Eventually(t, 60*time.Second, func() bool {
 		held = inFlight(t, victim)
-		return held == slots
-	}, "every slot of the worker to kill holds a delivery (%v)", lazy(func() string { return fmt.Sprint(held) }))
+		return held >= 1
+	}, "the worker to kill holds a delivery (%v)", lazy(func() string { return fmt.Sprint(held) }))
 
 	var kills sync.WaitGroup
 	killedAt := time.Now()
