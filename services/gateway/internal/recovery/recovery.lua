@@ -3,7 +3,8 @@
 -- must not write progress, claim tasks or finish it.
 --
 -- KEYS[1] the recovery (hash), KEYS[2] the customer's active recoveries (set of ids),
--- KEYS[3] the customer's claims (hash: task id -> id of the recovery re-sending it),
+-- KEYS[3] the customer's claims (hash: task id -> "<id of the recovery that re-sent it> <when that
+-- recovery was created, unix microseconds>"),
 -- KEYS[4] the customer's pacing clock (string: the next free send slot, unix microseconds),
 -- KEYS[5] the recovery's re-deliveries not yet final (hash: task id -> "<stream sequence>:<queued
 -- at, unix ms>")
@@ -27,8 +28,11 @@ if op == 'create' then
   local n = redis.call('SCARD', active)
   if n >= tonumber(ARGV[6]) then return {0, n} end
   for i = 7, #ARGV, 2 do redis.call('HSET', rec, ARGV[i], ARGV[i + 1]) end
+  -- The recoveries running now overlap this one even if they end before it meets their tasks:
+  -- claim asks for them.
   redis.call('HSET', rec, 'status', 'running', 'owner', owner, 'lease_ms', now + tonumber(ARGV[5]),
-    'created_ms', now, 'updated_ms', now)
+    'created_ms', now, 'created_us', string.format('%.0f', now_us), 'updated_ms', now,
+    'overlaps', ' ' .. table.concat(redis.call('SMEMBERS', active), ' ') .. ' ')
   redis.call('SADD', active, id)
   kept()
   return {1, now}
@@ -76,18 +80,35 @@ if op == 'release' then
   return {1, 0}
 end
 
+-- claimant reads a claim back: the recovery's id and when it was created (absent in claims made
+-- before the creation time was kept).
+local function claimant(v)
+  if not v then return nil, nil end
+  local hid, created = string.match(v, '^(%S+) (%d+)$')
+  if hid then return hid, tonumber(created) end
+  return v, nil
+end
+
 if op == 'claim' then
   -- ARGV[5] task id, ARGV[6] its index score, ARGV[7] pacing interval, microseconds
   local task = ARGV[5]
-  local holder = redis.call('HGET', claims, task)
-  if holder and holder ~= id and redis.call('SISMEMBER', active, holder) == 1 then
-    -- Another running recovery of this customer re-sends it: once is what both asked for.
+  local mine = tonumber(redis.call('HGET', rec, 'created_us') or '0')
+  if mine == 0 then mine = tonumber(redis.call('HGET', rec, 'created_ms') or '0') * 1000 end
+  local holder, since = claimant(redis.call('HGET', claims, task))
+  -- Another recovery of this customer that ran while this one runs re-sent it: once is what
+  -- both asked for. That one may have ended meanwhile: its re-delivery moved the task to the
+  -- end of the index, inside this recovery's window when it was asked for just after, where
+  -- the walk meets it last.
+  local overlapped = holder and holder ~= id and (redis.call('SISMEMBER', active, holder) == 1
+    or (since and since >= mine)
+    or string.find(redis.call('HGET', rec, 'overlaps') or '', ' ' .. holder .. ' ', 1, true))
+  if overlapped then
     redis.call('HINCRBY', rec, 'matched', 1)
     redis.call('HINCRBY', rec, 'skipped', 1)
     redis.call('HSET', rec, 'cursor_ms', ARGV[6], 'cursor_task', task, 'updated_ms', now)
     return {0, 0}
   end
-  redis.call('HSET', claims, task, id)
+  redis.call('HSET', claims, task, id .. ' ' .. string.format('%.0f', mine))
   redis.call('EXPIRE', claims, keep)
   -- One send slot every interval for the whole customer, whichever recovery or gateway sends.
   local interval = tonumber(ARGV[7])
@@ -108,7 +129,7 @@ if op == 'commit' then
     redis.call('EXPIRE', pending, keep)
   else
     redis.call('HINCRBY', rec, 'skipped', 1)
-    if redis.call('HGET', claims, task) == id then redis.call('HDEL', claims, task) end
+    if claimant(redis.call('HGET', claims, task)) == id then redis.call('HDEL', claims, task) end
   end
   redis.call('HSET', rec, 'cursor_ms', ARGV[6], 'cursor_task', task, 'updated_ms', now)
   return {1, 0}
