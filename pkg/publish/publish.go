@@ -91,14 +91,21 @@ func (p *Publisher) Publish(ctx context.Context, c Completion) (*jetstream.PubAc
 }
 
 // Resend puts an already-delivered (or failed, or retrying) callback back on the stream for a
-// worker to deliver again, with the original webhook id. It gets a fresh Nats-Msg-Id, so that
-// repeated resends are not swallowed by the duplicate window. The returned sequence identifies
-// the new delivery.
-func (p *Publisher) Resend(ctx context.Context, ev event.Event, webhookID string) (uint64, error) {
+// worker to deliver again, with the original webhook id. The returned sequence identifies the
+// new delivery.
+//
+// dedupID names this resend for the stream's duplicate window: publishing again with the same
+// one within the window (a retry after a publish whose answer was lost, though the stream had
+// stored it) is dropped, and answers the first one's sequence. Empty gives a fresh one, so that
+// repeated resends are each delivered.
+func (p *Publisher) Resend(ctx context.Context, ev event.Event, webhookID, dedupID string) (uint64, error) {
+	if dedupID == "" {
+		dedupID = "resend_" + rand.Text()
+	}
 	msg := nats.NewMsg(stream.ResendSubject(ev.CustomerID))
 	msg.Data = ev.Marshal()
 	msg.Header.Set(stream.HeaderWebhookID, webhookID)
-	msg.Header.Set(jetstream.MsgIDHeader, "resend_"+rand.Text())
+	msg.Header.Set(jetstream.MsgIDHeader, dedupID)
 	ctx, span := tracing.Tracer().Start(ctx, "publish "+stream.ResendPrefix+"*",
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("refonte.customer_id", ev.CustomerID),

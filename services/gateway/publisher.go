@@ -48,12 +48,12 @@ func startPublisher(ctx context.Context, js jetstream.JetStream, cfg stream.Conf
 	return l
 }
 
-func (l *lazyPublisher) Resend(ctx context.Context, ev event.Event, webhookID string) (uint64, error) {
+func (l *lazyPublisher) Resend(ctx context.Context, ev event.Event, webhookID, dedupID string) (uint64, error) {
 	p := l.p.Load()
 	if p == nil {
 		return 0, errStreamNotReady
 	}
-	return p.Resend(ctx, ev, webhookID)
+	return p.Resend(ctx, ev, webhookID, dedupID)
 }
 
 func (l *lazyPublisher) Replay(ctx context.Context, subject string, header map[string][]string, data []byte) (publish.Replayed, error) {

@@ -46,7 +46,7 @@ type statusStore interface {
 }
 
 type resender interface {
-	Resend(ctx context.Context, ev event.Event, webhookID string) (uint64, error)
+	Resend(ctx context.Context, ev event.Event, webhookID, dedupID string) (uint64, error)
 }
 
 // Announcer tells the workers that a customer's profile changed, so they drop their cached copy

@@ -51,10 +51,13 @@ type harness struct {
 	redisURL string
 	cfg      api.Config
 	pub      *publish.Publisher
-	api      *api.API
-	srv      *httptest.Server
-	logs     *observer.ObservedLogs
-	log      *zap.Logger
+	// resendVia, when set, is what gateways started after it put resends on the stream through
+	// instead of pub.
+	resendVia resendPublisher
+	api       *api.API
+	srv       *httptest.Server
+	logs      *observer.ObservedLogs
+	log       *zap.Logger
 	// stopGateway stops the gateway as SIGTERM would (h.api's background work included).
 	stopGateway func()
 
@@ -119,10 +122,14 @@ func (h *harness) startGateway(rdb redis.UniversalClient, log *zap.Logger) (*api
 func (h *harness) startStoppableGateway(rdb redis.UniversalClient, log *zap.Logger) (*api.API, *httptest.Server, func()) {
 	h.t.Helper()
 	statuses := status.NewStore(rdb, h.prefix, h.cfg.Retention)
+	var resender resendPublisher = h.pub
+	if h.resendVia != nil {
+		resender = h.resendVia
+	}
 	a, err := api.New(h.cfg, api.Deps{
 		Customers:  customer.NewStore(rdb, h.prefix),
 		Status:     statuses,
-		Resender:   h.pub,
+		Resender:   resender,
 		Announcer:  api.NATSAnnouncer{Conn: h.nc},
 		Checks:     map[string]health.Check{"nats": health.NATS(h.nc), "redis": health.Redis(rdb)},
 		Log:        log,

@@ -93,7 +93,7 @@ func (a *API) Run(ctx context.Context) error {
 // recoverySender re-sends for recoveries through the same path as send-callback.
 type recoverySender struct{ a *API }
 
-func (s recoverySender) Resend(ctx context.Context, customerID string, env environment.Env, taskID string) (uint64, error) {
+func (s recoverySender) Resend(ctx context.Context, customerID string, env environment.Env, taskID, dedupID string) (uint64, error) {
 	// Read each time: a default URL the customer fixed during the recovery is used at once.
 	p, err := s.a.Customers.Get(ctx, customerID, env)
 	if errors.Is(err, customer.ErrNotFound) {
@@ -109,7 +109,7 @@ func (s recoverySender) Resend(ctx context.Context, customerID string, env envir
 	if err != nil {
 		return 0, err
 	}
-	_, seq, err := s.a.resend(ctx, p, rec)
+	_, seq, err := s.a.resend(ctx, p, rec, dedupID)
 	var re *resendError
 	if errors.As(err, &re) {
 		return 0, fmt.Errorf("%w: %s", recovery.ErrSkip, re.msg)

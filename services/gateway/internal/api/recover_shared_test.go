@@ -1,13 +1,17 @@
 package api_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"refonte.ai/callbacks/internal/testenv"
+	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/status"
 )
 
@@ -160,4 +164,67 @@ func TestRecover_global_cap_across_customers_and_gateways(t *testing.T) {
 		t.Fatalf("DELETE: %d %s", res.Code, res.Body)
 	}
 	h.startRecovery(b.APIKey, body)
+}
+
+// resendPublisher is what a gateway puts resends on the stream through.
+type resendPublisher interface {
+	Resend(ctx context.Context, ev event.Event, webhookID, dedupID string) (uint64, error)
+}
+
+// answerLost publishes each task's first resend and then fails it, as a publish the stream
+// stored but whose answer a loaded broker never sent in time does.
+type answerLost struct {
+	pub  resendPublisher
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (a *answerLost) Resend(ctx context.Context, ev event.Event, webhookID, dedupID string) (uint64, error) {
+	seq, err := a.pub.Resend(ctx, ev, webhookID, dedupID)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil || a.seen[ev.TaskID] {
+		return seq, err
+	}
+	a.seen[ev.TaskID] = true
+	return 0, errors.New("nats: timeout")
+}
+
+// A recovery's re-send whose publish the stream stored though its answer was lost is tried
+// again; the stream keeps only one of the two, so the callback goes out once.
+func TestRecover_a_re_send_retried_after_a_lost_answer_is_delivered_once(t *testing.T) {
+	t.Parallel()
+	const n = 10
+	h := newHarness(t, map[string]string{"RECOVER_RATE_PER_SECOND": "100"})
+	h.startWorker(map[string]string{"CALLBACK_RETRY_SCHEDULE": recoverySchedule, "WORKER_HOST_CONCURRENCY": "1000"})
+	lost := &answerLost{pub: h.pub, seen: map[string]bool{}}
+	h.resendVia = lost
+	_, flaky := h.startGateway(h.rdb, h.log)
+	c := h.createCustomer("cust_a", "")
+	ids, down, since := failedWindow(h, c.CustomerID, "t", n)
+	before := down.Count()
+
+	saved := h.srv
+	h.srv = flaky
+	rec := h.startRecovery(c.APIKey, map[string]any{"since": since.Format(time.RFC3339Nano)})
+	h.srv = saved
+	final := h.waitRecovery(c.APIKey, rec.ID, 60*time.Second, "done", func(v recoveryView) bool { return v.Status == "done" })
+	lost.mu.Lock()
+	tried := len(lost.seen)
+	lost.mu.Unlock()
+	if tried != n {
+		t.Fatalf("%d tasks had a re-send whose answer was lost, want %d", tried, n)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		info, err := h.js.Consumer(t.Context(), h.cfg.Stream.Name, "callback-workers")
+		if err != nil {
+			return false
+		}
+		ci, err := info.Info(t.Context())
+		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
+	}, "every message on the stream is delivered")
+	wantEachOnce(t, c.CustomerID, ids, down.Requests()[before:])
+	if final.Queued != n || final.Succeeded != n {
+		t.Errorf("recovery: %+v; want %d queued and succeeded", final, n)
+	}
 }

@@ -197,7 +197,7 @@ func (a *API) sendCallback(w http.ResponseWriter, r *http.Request, p customer.Pr
 	}
 	log := a.Log.With(zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID))
 	// From here on the resend happens whether or not the client waits for the answer.
-	tgt, seq, err := a.resend(context.WithoutCancel(r.Context()), p, rec)
+	tgt, seq, err := a.resend(context.WithoutCancel(r.Context()), p, rec, "")
 	var re *resendError
 	switch {
 	case errors.As(err, &re):
@@ -227,7 +227,7 @@ func (e *resendError) Error() string { return e.msg }
 // retrying delivery stops racing it for the flag. A *resendError says the callback cannot be
 // resent; any other error is a publish that failed and may be tried again. It returns the
 // stream sequence of the new delivery.
-func (a *API) resend(ctx context.Context, p customer.Profile, rec status.Record) (target.Target, uint64, error) {
+func (a *API) resend(ctx context.Context, p customer.Profile, rec status.Record, dedupID string) (target.Target, uint64, error) {
 	log := a.Log.With(zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID))
 	ev, err := event.Decode(storedEvent(p.ID, p.Env, rec.Task))
 	if err != nil || rec.WebhookID == "" {
@@ -242,7 +242,7 @@ func (a *API) resend(ctx context.Context, p customer.Profile, rec status.Record)
 		return tgt, 0, &resendError{http.StatusConflict,
 			"no callback target: the task has no callback_url and the profile has no default_callback_url"}
 	}
-	seq, err := a.Resender.Resend(ctx, ev, rec.WebhookID)
+	seq, err := a.Resender.Resend(ctx, ev, rec.WebhookID, dedupID)
 	if err != nil {
 		return tgt, 0, err
 	}

@@ -22,8 +22,10 @@ import (
 type Sender interface {
 	// Resend returns the stream sequence of the new delivery. An error wrapping ErrSkip means
 	// this task cannot be re-sent as it is (no usable target, unreadable); ErrCustomerGone
-	// ends the recovery; any other error is worth retrying.
-	Resend(ctx context.Context, customerID string, env environment.Env, taskID string) (chain uint64, err error)
+	// ends the recovery; any other error is worth retrying. dedupID is the same for every try
+	// of one task by one recovery: the stream drops a try that repeats one it stored already
+	// and answers that one's sequence.
+	Resend(ctx context.Context, customerID string, env environment.Env, taskID, dedupID string) (chain uint64, err error)
 }
 
 var (
@@ -571,7 +573,7 @@ func (r *runner) resend(ctx, steady context.Context, taskID string) (outcome str
 	err = r.retry(ctx, "re-sending a callback", func() (err error) {
 		c, cancel := context.WithTimeout(steady, stepTimeout)
 		defer cancel()
-		chain, err = r.sender.Resend(c, r.rec.CustomerID, r.rec.Env, taskID)
+		chain, err = r.sender.Resend(c, r.rec.CustomerID, r.rec.Env, taskID, dedupID(r.rec.ID, taskID))
 		if errors.Is(err, ErrSkip) || errors.Is(err, ErrCustomerGone) {
 			return permanent{err}
 		}
@@ -589,6 +591,13 @@ func (r *runner) resend(ctx, steady context.Context, taskID string) (outcome str
 	}
 	return "queued", chain, nil
 }
+
+// dedupID names a recovery's re-send of a task on the stream. A try whose publish was stored but
+// whose answer never came (a timeout on a loaded broker) is tried again, and a gateway that
+// resumes a recovery re-sends the task it finds claimed but not recorded, which its previous
+// gateway may have published already: with the same name, the stream's duplicate window drops
+// the second publish instead of delivering the callback twice.
+func dedupID(recoveryID, taskID string) string { return "recover_" + recoveryID + "_" + taskID }
 
 // waitInFlight holds the next re-send while MaxInFlight earlier ones wait for their first
 // attempt.

@@ -190,7 +190,7 @@ func TestEmail_resend_mails_the_callback_again(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.pub.Resend(context.Background(), ev, rec.WebhookID); err != nil {
+	if _, err := h.pub.Resend(context.Background(), ev, rec.WebhookID, ""); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 10*time.Second, func() bool {
