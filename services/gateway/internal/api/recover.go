@@ -126,7 +126,7 @@ type recoveryView struct {
 	State  string    `json:"state"`
 	// Matched counts the window's tasks whose state matched, as the walk met them (so it grows
 	// while the recovery runs); Queued the re-sends put on the stream; Skipped the matched tasks
-	// not re-sent (another running recovery of the customer re-sends them, or no usable
+	// not re-sent (another recovery of the customer that ran beside it re-sent them, or no usable
 	// target); Done the re-deliveries that reached a final state (or that a newer delivery
 	// superseded), of which Succeeded and Failed ended so.
 	Matched    int64      `json:"matched"`

@@ -65,8 +65,8 @@ type Recovery struct {
 	Matched int64
 	// Queued counts the re-sends put on the stream.
 	Queued int64
-	// Skipped counts matched tasks not re-sent: another running recovery of the customer
-	// re-sends them, or they have no usable target any more.
+	// Skipped counts matched tasks not re-sent: another recovery of the customer that ran
+	// beside this one re-sent them, or they have no usable target any more.
 	Skipped int64
 	// Done counts re-deliveries that reached a final state, or that a newer delivery of the
 	// task superseded; Succeeded and Failed count those that ended succeeded or failed.
@@ -252,7 +252,8 @@ func (s *Store) owned(ctx context.Context, customerID string, env environment.En
 }
 
 // claim marks the task as re-sent by this recovery and reserves the customer's next send slot,
-// unless another running recovery of the customer has it (claimed false, counted skipped).
+// unless another recovery of the customer that ran beside this one (even one that ended since)
+// re-sent it (claimed false, counted skipped).
 func (s *Store) claim(ctx context.Context, customerID string, env environment.Env, id, owner string, e status.WindowEntry, interval time.Duration) (claimed bool, wait time.Duration, err error) {
 	v, us, err := s.run(ctx, customerID, env, id, owner, "claim", e.TaskID, e.LastAttemptMS, interval.Microseconds())
 	if err != nil {
