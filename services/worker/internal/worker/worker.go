@@ -203,7 +203,7 @@ func (w *Worker) receive(ctx context.Context, msg jetstream.Msg, intake chan<- *
 		w.settle(j, later(0)) // shutting down: straight back for another worker
 	case !w.sched.hold(j.size):
 		w.metrics.deferred.WithLabelValues(deferWindowBytes).Inc()
-		w.settle(j, later(jitter(minDefer)))
+		w.settle(j, later(jitter(unmeasuredDefer)))
 	default:
 		intake <- j // never blocks for long: the window bounds what is in flight here
 	}
