@@ -196,6 +196,9 @@ func (w *Worker) pull(ctx context.Context, intake chan<- *job) {
 
 // receive takes one message into the window and passes it to the intake stages.
 func (w *Worker) receive(ctx context.Context, msg jetstream.Msg, intake chan<- *job) {
+	if w.skim(ctx, msg) {
+		return
+	}
 	j := &job{msg: msg, size: len(msg.Data()), ctx: context.WithoutCancel(ctx), log: w.log}
 	w.alive.hold(msg)
 	switch {
@@ -207,6 +210,30 @@ func (w *Worker) receive(ctx context.Context, msg jetstream.Msg, intake chan<- *
 	default:
 		intake <- j // never blocks for long: the window bounds what is in flight here
 	}
+}
+
+// skim defers msg straight from the pull, from its subject alone, when it belongs to a customer
+// whose one endpoint's queue is full (scheduler.deferEarly). Skimming past a burst is what lets
+// the worker reach the other customers' messages behind it; done here, it costs no decode, no
+// heartbeat bookkeeping and no hop through the intake goroutines, which are busy decoding.
+func (w *Worker) skim(ctx context.Context, msg jetstream.Msg) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	customerID, _, ok := stream.ParseSubject(msg.Subject())
+	if !ok {
+		return false
+	}
+	wait, full := w.sched.deferEarly(customerID)
+	if !full {
+		return false
+	}
+	w.metrics.deferred.WithLabelValues(deferHostQueue).Inc()
+	if err := msg.NakWithDelay(wait); err != nil {
+		// The server will redeliver it after AckWait, as for any lost acknowledgement.
+		w.log.Warn("acknowledgement failed", zap.String("ack", "nak"), zap.String("subject", msg.Subject()), zap.Error(err))
+	}
+	return true
 }
 
 // drain waits for the deliveries in flight after shutdown began, for at most the grace period.
