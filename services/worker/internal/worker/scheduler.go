@@ -388,7 +388,9 @@ func (h *hostState) deferral(now time.Time) time.Duration {
 		d := min(max(now.Sub(p.busySince), unmeasuredDefer), maxDefer)
 		return d/2 + rand.N(d/2)
 	}
-	per := time.Duration(float64(time.Second) / (p.rate * paceOptimism))
+	// Capped at the horizon: a host measured at one delivery an hour must not overflow the
+	// arithmetic below.
+	per := time.Duration(min(float64(time.Second)/(p.rate*paceOptimism), float64(maxDefer)))
 	drained := now.Add(time.Duration(len(h.queue)+h.limiter.inFlight) * per)
 	if p.returnAt.Before(drained) {
 		p.returnAt = drained

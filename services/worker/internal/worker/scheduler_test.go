@@ -328,3 +328,25 @@ func TestScheduler_defers_a_one_host_customer_early_only_when_its_queue_is_full(
 		t.Error("a customer with two hosts deferred before decoding")
 	}
 }
+
+// A host measured at a few deliveries an hour (it hangs) sends its overflow past the horizon:
+// back within its second half, to be planned again, whatever the arithmetic of its pace.
+func TestScheduler_a_very_slow_host_defers_to_the_horizon(t *testing.T) {
+	s := testScheduler(10_000, 10, 1, 1)
+	now := time.Unix(1_000_000, 0)
+	s.now = func() time.Time { return now }
+	admitTo(t, s, "h", 10)
+	h := s.hosts["h"]
+	for range 3 {
+		now = now.Add(20 * time.Minute)
+		h.pace.observe(now, true)
+	}
+	if h.pace.rate <= 0 {
+		t.Fatal("no rate measured")
+	}
+	for range 100 {
+		if d := h.deferral(now); d < maxDefer/2 || d > maxDefer {
+			t.Fatalf("deferral of %s for a host at %.5f/s", d, h.pace.rate)
+		}
+	}
+}
