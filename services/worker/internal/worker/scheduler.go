@@ -18,8 +18,8 @@ import (
 // turn that has a message queued and a token free (round robin over those hosts: deficit round
 // robin with a cost of one per message), so a host with 10,000 messages and a host with one both
 // get their turns. A message whose host queue is full is deferred (NakWithDelay, no attempt
-// used), paced so that the host's deferred messages come back a little before it can take them; the
-// window keeps moving past a burst and other customers' messages are reached.
+// used), paced so that the host's deferred messages come back a little before it can take
+// them; the window keeps moving past a burst and other customers' messages are reached.
 type scheduler struct {
 	maxHeld   int
 	maxBytes  int64
@@ -53,8 +53,8 @@ type hostState struct {
 }
 
 const (
-	// minDefer is the shortest deferral: under it a message would be back before the pull that
-	// brings it has ended.
+	// minDefer is the shortest planned deferral: a message back sooner than that would mostly
+	// find its host's queue still full and cycle through the stream again.
 	minDefer = 200 * time.Millisecond
 	// unmeasuredDefer bounds the first deferrals for a host whose pace is not known yet: they
 	// come back soon and are deferred again with a measured pace.
