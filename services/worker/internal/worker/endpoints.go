@@ -184,7 +184,7 @@ type alertNote struct {
 }
 
 // dashboardPath is where an alert sends the customer.
-const dashboardPath = "/dashboard#endpoints"
+const dashboardPath = "/dashboard#/endpoints"
 
 func (n alertNote) subject() string {
 	switch n.kind {

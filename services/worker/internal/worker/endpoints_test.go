@@ -93,7 +93,7 @@ func TestEndpoints_30_tasks_failing_21_times_on_two_workers_send_one_alert_then_
 	if !strings.Contains(subject, ep) || !strings.Contains(subject, "failing") {
 		t.Errorf("subject %q; want it to name %s as failing", subject, ep)
 	}
-	for _, want := range []string{ep, "Consecutive failures:  10", "Failing since:", "Last error:", "HTTP 503", "/dashboard#endpoints"} {
+	for _, want := range []string{ep, "Consecutive failures:  10", "Failing since:", "Last error:", "HTTP 503", "/dashboard#/endpoints"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("alert body lacks %q:\n%s", want, body)
 		}
