@@ -84,9 +84,16 @@ func (s *Store) Call(o Observation, p Policy) (keys []string, args []any) {
 	if o.OK {
 		ok = "1"
 	}
+	retention := p.Retention
+	if retention <= 0 {
+		retention = defaultRetention
+	}
 	return s.keys(o.CustomerID, o.Env), []any{o.Endpoint, ok, o.At.UnixMilli(), o.Error, p.AlertAfter,
-		p.AlertInterval.Milliseconds(), p.AutoPauseAfter.Milliseconds(), int64(p.Retention / time.Second)}
+		p.AlertInterval.Milliseconds(), p.AutoPauseAfter.Milliseconds(), int64(retention / time.Second)}
 }
+
+// defaultRetention applies when a Policy names none: a task status's.
+const defaultRetention = 30 * 24 * time.Hour
 
 // Alert is what an observation asks of the worker.
 type Alert int
