@@ -184,7 +184,9 @@ func (s *Store) change(ctx context.Context, customerID string, env environment.E
 	if n == 0 {
 		return ErrNotFound
 	}
-	return nil
+	// The pause itself is stored; the count for the metrics follows it (a lost mark only skews
+	// the gauge until the next change).
+	return s.MarkState(ctx, customerID, env, ep, Paused, op == "pause", time.Now())
 }
 
 // pauseScript changes a pause in the profile hash and bumps the profile's version, so every
@@ -294,4 +296,41 @@ func parseHealth(ep, v string) Health {
 	}
 	return Health{Endpoint: ep, ConsecutiveFailures: int(num(0)), FailingSince: at(1), LastSuccessAt: at(2),
 		LastFailureAt: at(3), LastError: parts[6]}
+}
+
+// stateKey is the fleet-wide set of endpoints in a state (failing or paused), which the metrics
+// count. It carries no customer hash tag, so it is written beside the customer's keys, never in
+// their scripts: on a state change, off the delivery path.
+func (s *Store) stateKey(st State) string { return s.prefix + "endpoints:" + string(st) }
+
+func member(customerID string, env environment.Env, ep string) string {
+	return customerID + " " + env.String() + " " + ep
+}
+
+// MarkState records that an endpoint entered (in) or left a state, for CountStates.
+func (s *Store) MarkState(ctx context.Context, customerID string, env environment.Env, ep string, st State, in bool, at time.Time) error {
+	var err error
+	if in {
+		err = s.rdb.ZAdd(ctx, s.stateKey(st), redis.Z{Score: float64(at.UnixMilli()), Member: member(customerID, env, ep)}).Err()
+	} else {
+		err = s.rdb.ZRem(ctx, s.stateKey(st), member(customerID, env, ep)).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("mark endpoint %s: %w", st, err)
+	}
+	return nil
+}
+
+// CountStates counts the fleet's failing and paused endpoints. A failing entry older than
+// staleBefore is dropped first: its endpoint's health has expired since (nothing was sent to it
+// for the retention), or the mark of its recovery was lost.
+func (s *Store) CountStates(ctx context.Context, staleBefore time.Time) (map[State]int64, error) {
+	pipe := s.rdb.Pipeline()
+	pipe.ZRemRangeByScore(ctx, s.stateKey(Failing), "-inf", fmt.Sprint(staleBefore.UnixMilli()))
+	failing := pipe.ZCard(ctx, s.stateKey(Failing))
+	paused := pipe.ZCard(ctx, s.stateKey(Paused))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("count endpoint states: %w", err)
+	}
+	return map[State]int64{Failing: failing.Val(), Paused: paused.Val()}, nil
 }

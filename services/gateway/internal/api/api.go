@@ -149,6 +149,7 @@ func New(cfg Config, d Deps) (*API, error) {
 		a.handle(r.method, r.path, a.authCustomer(r.h))
 	}
 	if d.Endpoints != nil {
+		d.Registry.MustRegister(newEndpointCollector(d.Endpoints, cfg.Retention))
 		a.handle("GET", "/v1/endpoints", a.authCustomer(a.listEndpoints))
 		a.handle("POST", "/v1/endpoints/pause", a.authCustomer(a.pauseEndpoint))
 		a.handle("POST", "/v1/endpoints/resume", a.authCustomer(a.resumeEndpoint))

@@ -3,8 +3,11 @@ package api
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"go.uber.org/zap"
 
@@ -18,6 +21,36 @@ type endpointStore interface {
 	List(ctx context.Context, customerID string, env environment.Env) ([]endpoint.Health, error)
 	Pause(ctx context.Context, customerID string, env environment.Env, ep string, now time.Time) error
 	Resume(ctx context.Context, customerID string, env environment.Env, ep string) error
+	CountStates(ctx context.Context, staleBefore time.Time) (map[endpoint.State]int64, error)
+}
+
+// endpointCollector is the fleet's endpoints by state, read from Redis (two ZCARDs) when
+// /metrics is scraped.
+type endpointCollector struct {
+	store     endpointStore
+	retention time.Duration
+	desc      *prometheus.Desc
+}
+
+func newEndpointCollector(store endpointStore, retention time.Duration) *endpointCollector {
+	return &endpointCollector{store: store, retention: retention, desc: prometheus.NewDesc("refonte_endpoints",
+		"Customer endpoints (all customers and environments) that are failing (their latest attempt failed) or paused.",
+		[]string{"state"}, nil)}
+}
+
+func (c *endpointCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *endpointCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	counts, err := c.store.CountStates(ctx, time.Now().Add(-c.retention))
+	for _, st := range []endpoint.State{endpoint.Failing, endpoint.Paused} {
+		v := math.NaN()
+		if err == nil {
+			v = float64(counts[st])
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, string(st))
+	}
 }
 
 // endpointList is GET /v1/endpoints.

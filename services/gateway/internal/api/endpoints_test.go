@@ -107,6 +107,10 @@ func TestEndpoints_pause_and_resume_through_the_API(t *testing.T) {
 	if list := h.endpoints(c.APIKey); len(list) != 1 || list[0].State != "paused" {
 		t.Errorf("endpoints %+v; want it paused", list)
 	}
+	if m := string(h.as("", "GET", "/metrics", nil).Body); !strings.Contains(m, `refonte_endpoints{state="paused"} 1`) ||
+		!strings.Contains(m, `refonte_endpoints{state="failing"} 1`) {
+		t.Errorf("metrics lack one paused and one failing endpoint:\n%s", grepLines(m, "refonte_endpoints"))
+	}
 	res = h.as(c.APIKey, "POST", "/v1/endpoints/resume", map[string]any{"endpoint": ep})
 	unmarshal(t, res.Body, &v)
 	if res.Code != http.StatusOK || v.State != "failing" || v.PausedAt != nil {
@@ -155,4 +159,14 @@ func TestEndpoints_bad_pause_bodies_are_refused(t *testing.T) {
 	}
 	wantError(t, h.as("", "GET", "/v1/endpoints", nil), http.StatusUnauthorized)
 	wantError(t, h.as(c.APIKey+"x", "POST", "/v1/endpoints/pause", map[string]any{"endpoint": "https://a.example"}), http.StatusUnauthorized)
+}
+
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

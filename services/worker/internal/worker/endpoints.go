@@ -27,6 +27,7 @@ import (
 type endpointStore interface {
 	Call(o endpoint.Observation, p endpoint.Policy) (keys []string, args []any)
 	ReleaseAlert(ctx context.Context, customerID string, env environment.Env, ep string, alertedAt time.Time) error
+	MarkState(ctx context.Context, customerID string, env environment.Env, ep string, st endpoint.State, in bool, at time.Time) error
 }
 
 // notifier mails a notice of our own (not a callback) through the SMTP relay.
@@ -133,15 +134,23 @@ func (w *Worker) observeHealth(j *job, reply status.AttachedReply) {
 		w.metrics.healthErrors.Inc()
 		return
 	}
+	note := alertNote{customerID: j.ev.CustomerID, env: j.ev.Environment, endpoint: j.endpoint, to: v.AlertEmail,
+		failures: v.Failures, since: v.FailingSince, lastError: v.LastError, at: j.at}
+	mark := func(st endpoint.State, in bool) {
+		n := note
+		n.kind, n.state, n.in = alertMark, st, in
+		w.alerts.enqueue(n)
+	}
 	switch v.Transition {
 	case endpoint.BecameFailing:
 		w.metrics.transitions.WithLabelValues(string(endpoint.Failing)).Inc()
+		mark(endpoint.Failing, true)
 	case endpoint.BecameHealthy:
 		w.metrics.transitions.WithLabelValues(string(endpoint.Healthy)).Inc()
+		mark(endpoint.Failing, false)
 	}
-	note := alertNote{customerID: j.ev.CustomerID, env: j.ev.Environment, endpoint: j.endpoint, to: v.AlertEmail,
-		failures: v.Failures, since: v.FailingSince, lastError: v.LastError, at: j.at}
 	if v.AutoPaused {
+		mark(endpoint.Paused, true)
 		w.metrics.transitions.WithLabelValues(string(endpoint.Paused)).Inc()
 		w.profiles.Invalidate(j.ev.CustomerID)
 		j.log.Warn("endpoint paused after uninterrupted failure", zap.String("endpoint", j.endpoint),
@@ -168,6 +177,9 @@ const (
 	alertFailing   alertKind = "failing"
 	alertRecovered alertKind = "recovered"
 	alertPaused    alertKind = "paused"
+	// alertMark is no mail: it records a state change for the fleet's count of endpoints by
+	// state (a Redis write that has no place on the delivery path).
+	alertMark alertKind = "mark"
 )
 
 // alertNote is one mail to send.
@@ -181,6 +193,8 @@ type alertNote struct {
 	since      time.Time
 	lastError  string
 	at         time.Time // of the observation that raised it (a failing alert's mark in Redis)
+	state      endpoint.State
+	in         bool
 }
 
 // dashboardPath is where an alert sends the customer.
@@ -244,7 +258,7 @@ func newAlerter(mail notifier, store endpointStore, log *zap.Logger, m *Metrics)
 }
 
 func (a *alerter) enqueue(n alertNote) {
-	if a.mail == nil {
+	if a.mail == nil && n.kind != alertMark {
 		return // no relay: health is recorded, alerts are off
 	}
 	queued := false
@@ -257,7 +271,7 @@ func (a *alerter) enqueue(n alertNote) {
 		}
 	}
 	a.mu.Unlock()
-	if !queued {
+	if !queued && n.kind != alertMark {
 		a.failed(n, errors.New("alert queue full, or the worker is stopping"))
 	}
 }
@@ -265,6 +279,14 @@ func (a *alerter) enqueue(n alertNote) {
 // run sends mails until close; it then sends what is queued (each bounded by the relay timeout).
 func (a *alerter) run(ctx context.Context) {
 	for n := range a.notes {
+		if n.kind == alertMark {
+			mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := a.store.MarkState(mctx, n.customerID, n.env, n.endpoint, n.state, n.in, n.at); err != nil {
+				a.log.Warn("counting an endpoint's state change failed", zap.Error(err))
+			}
+			cancel()
+			continue
+		}
 		err := a.mail.Notify(ctx, n.to, n.subject(), n.text())
 		if err != nil {
 			a.failed(n, err)

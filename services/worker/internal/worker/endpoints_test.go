@@ -51,6 +51,16 @@ func (h *harness) endpointHealth(customerID, ep string) (endpoint.Health, bool) 
 	return endpoint.Health{}, false
 }
 
+// states is the fleet's count of endpoints by state, as the gateway's gauge reads it.
+func (h *harness) states() map[endpoint.State]int64 {
+	h.t.Helper()
+	n, err := h.endpoints.CountStates(context.Background(), time.Now().Add(-time.Hour))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
 func mailText(t *testing.T, m testenv.SMTPMessage) (subject, body string) {
 	t.Helper()
 	header, b, err := m.Parse()
@@ -103,6 +113,9 @@ func TestEndpoints_30_tasks_failing_21_times_on_two_workers_send_one_alert_then_
 		!strings.Contains(health.LastError, "503") {
 		t.Fatalf("endpoint health %+v (found %v); want failing with %d consecutive failures and the last error", health, ok, 30*21)
 	}
+	if n := h.states(); n[endpoint.Failing] != 1 {
+		t.Errorf("endpoints by state %v; want one failing", n)
+	}
 
 	// The endpoint recovers: the first success sends one recovered mail and it reads healthy.
 	rc.SetRespond(answer(http.StatusOK))
@@ -125,6 +138,9 @@ func TestEndpoints_30_tasks_failing_21_times_on_two_workers_send_one_alert_then_
 	health, _ = h.endpointHealth("c1", ep)
 	if health.State != endpoint.Healthy || health.ConsecutiveFailures != 0 || health.LastSuccessAt == nil {
 		t.Errorf("endpoint health %+v; want healthy with a last success", health)
+	}
+	if n := h.states(); n[endpoint.Failing] != 0 {
+		t.Errorf("endpoints by state %v; want none failing", n)
 	}
 	if sent := h.counter("refonte_endpoint_alerts_total", map[string]string{"result": "sent"}); sent != 2 {
 		t.Errorf("alerts sent counted %v, want 2", sent)
@@ -206,6 +222,9 @@ func TestEndpoints_a_paused_endpoint_gets_nothing_and_uses_no_attempts_until_res
 	if health, ok := h.endpointHealth("c1", ep); !ok || health.State != endpoint.Paused || health.PausedBy != "customer" {
 		t.Errorf("endpoint %+v; want paused by the customer", health)
 	}
+	if n := h.states(); n[endpoint.Paused] != 1 {
+		t.Errorf("endpoints by state %v; want one paused", n)
+	}
 
 	if err := h.endpoints.Resume(context.Background(), "c1", environment.Live, ep); err != nil {
 		t.Fatal(err)
@@ -276,6 +295,9 @@ func TestEndpoints_uninterrupted_failure_pauses_an_endpoint_whose_customer_opted
 		t.Errorf("endpoint %+v; want paused automatically", health)
 	}
 	stop()
+	if n := h.states(); n[endpoint.Paused] != 1 || n[endpoint.Failing] != 1 {
+		t.Errorf("endpoints by state %v; want one failing and paused", n)
+	}
 	rec, _ := h.record("c1", "t1")
 	if rec.State == status.Failed || rec.Attempts >= 21 {
 		t.Errorf("task state %q after %d attempts; want it held, not exhausted", rec.State, rec.Attempts)
