@@ -211,3 +211,27 @@ func TestPause_shows_in_the_profile_and_the_list_and_resume_clears_it(t *testing
 		t.Errorf("pausing for an unknown customer: %v, want ErrNotFound", err)
 	}
 }
+
+// After a resume, an automatic pause waits its whole time of uninterrupted failure again.
+func TestResume_restarts_the_uninterrupted_failure(t *testing.T) {
+	f := newFixture(t)
+	on := true
+	if _, err := f.customers.SetAlerts(ctx, "c1", environment.Live, nil, &on); err != nil {
+		t.Fatal(err)
+	}
+	f.policy.AutoPauseAfter = time.Hour
+	start := time.Now().Add(-3 * time.Hour)
+	f.observe(t, "t1", 1, false, start)
+	if v := f.observe(t, "t1", 1, false, start.Add(2*time.Hour)); !v.AutoPaused {
+		t.Fatalf("two hours of failure: %+v, want the endpoint paused", v)
+	}
+	if err := f.store.Resume(ctx, "c1", environment.Live, "https://x.example:443"); err != nil {
+		t.Fatal(err)
+	}
+	if v := f.observe(t, "t1", 1, false, time.Now().Add(time.Minute)); v.AutoPaused || v.Failures != 3 {
+		t.Errorf("the first failure after the resume: %+v; want no pause, the failures still counted", v)
+	}
+	if v := f.observe(t, "t1", 1, false, time.Now().Add(2*time.Hour)); !v.AutoPaused {
+		t.Errorf("an hour of failure after the resume: %+v, want the endpoint paused again", v)
+	}
+}

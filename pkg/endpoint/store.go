@@ -177,7 +177,8 @@ func (s *Store) Resume(ctx context.Context, customerID string, env environment.E
 }
 
 func (s *Store) change(ctx context.Context, customerID string, env environment.Env, op, ep, value string) error {
-	n, err := pauseScript.Run(ctx, s.rdb, s.keys(customerID, env)[1:], op, "paused:"+ep, value).Int()
+	keys := s.keys(customerID, env)
+	n, err := pauseScript.Run(ctx, s.rdb, []string{keys[1], keys[0]}, op, "paused:"+ep, value, ep, time.Now().UnixMilli()).Int()
 	if err != nil {
 		return fmt.Errorf("%s endpoint: %w", op, err)
 	}
@@ -189,14 +190,24 @@ func (s *Store) change(ctx context.Context, customerID string, env environment.E
 	return s.MarkState(ctx, customerID, env, ep, Paused, op == "pause", time.Now())
 }
 
-// pauseScript changes a pause in the profile hash and bumps the profile's version, so every
-// worker's cached profile is reloaded at its next claim for the customer.
+// pauseScript changes a pause in the profile hash (KEYS[1]) and bumps the profile's version, so
+// every worker's cached profile is reloaded at its next claim for the customer. A resume of a
+// failing endpoint restarts its uninterrupted failure from now (in the endpoints hash, KEYS[2]):
+// an automatic pause then waits its whole time again, instead of striking at the first failure
+// after the customer resumed.
 var pauseScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[1] == 'pause' then
   if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 1 then redis.call('HINCRBY', KEYS[1], 'version', 1) end
-elseif redis.call('HDEL', KEYS[1], ARGV[2]) == 1 then
+  return 1
+end
+if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'version', 1)
+  local v = redis.call('HGET', KEYS[2], ARGV[4])
+  local fails, since, rest = string.match(v or '', '^(%d+)|(%d+)|(.*)$')
+  if fails and fails ~= '0' then
+    redis.call('HSET', KEYS[2], ARGV[4], fails .. '|' .. ARGV[5] .. '|' .. rest)
+  end
 end
 return 1`)
 
