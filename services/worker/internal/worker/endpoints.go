@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -38,19 +39,51 @@ type notifier interface {
 // minPausedDefer is the shortest wait of a callback held for a paused endpoint.
 const minPausedDefer = 5 * time.Second
 
-// pausedDeferral is how long a callback waits before a paused endpoint is looked at again: a
-// quarter of the time it has been paused, between minPausedDefer and max. A pause of a minute is
-// rechecked every 15 seconds, so a quick resume is felt quickly; a pause of hours costs a
-// redelivery per held callback every max, like a parked retry.
-func pausedDeferral(pausedFor, max time.Duration) time.Duration {
-	return min(max, maxDur(minPausedDefer, pausedFor/4))
+// pausedReturnRate is how many callbacks held for one paused endpoint a worker lets come back
+// per second, at most, before the horizon (ENDPOINT_PAUSED_RECHECK) is reached.
+const pausedReturnRate = 100
+
+// pauseClock spreads the return of the callbacks held for each paused endpoint, the way the
+// scheduler spreads a full host queue's deferrals. Each held callback waits at least a quarter
+// of the time the endpoint has been paused (between minPausedDefer and the horizon), so a quick
+// resume is felt quickly and a long pause is rechecked rarely; and the callbacks of one endpoint
+// come back one 1/pausedReturnRate apart, so that 100,000 callbacks held by a fresh pause do not
+// all return every few seconds: past the horizon they come back anywhere in its second half.
+// After a resume they flow again in the order they were spread.
+type pauseClock struct {
+	mu   sync.Mutex
+	next map[pauseKey]time.Time // when the last callback held for the endpoint comes back
 }
 
-func maxDur(a, b time.Duration) time.Duration {
-	if a > b {
-		return a
+type pauseKey struct {
+	customerID string
+	env        environment.Env
+	endpoint   string
+}
+
+// maxPauseClocks bounds the endpoints remembered; when full, the clock starts again empty.
+const maxPauseClocks = 50_000
+
+func newPauseClock() *pauseClock { return &pauseClock{next: make(map[pauseKey]time.Time)} }
+
+// deferral is how long to hold one more callback for the endpoint k, paused for pausedFor,
+// with horizon the longest wait.
+func (c *pauseClock) deferral(k pauseKey, now time.Time, pausedFor, horizon time.Duration) time.Duration {
+	base := min(horizon, max(minPausedDefer, pausedFor/4))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	slot := c.next[k].Add(time.Second / pausedReturnRate)
+	if earliest := now.Add(base); slot.Before(earliest) {
+		slot = earliest
 	}
-	return b
+	if limit := now.Add(horizon); slot.After(limit) {
+		return horizon/2 + rand.N(horizon/2)
+	}
+	if len(c.next) >= maxPauseClocks {
+		clear(c.next)
+	}
+	c.next[k] = slot
+	return slot.Sub(now)
 }
 
 // holdPaused holds a job whose endpoint is paused, without an attempt; one held so long that it
@@ -67,7 +100,8 @@ func (w *Worker) holdPaused(j *job) (decision, bool) {
 		return w.endPaused(j, p, now), false
 	}
 	w.metrics.deferred.WithLabelValues(deferPaused).Inc()
-	return later(min(jitter(pausedDeferral(now.Sub(p.At), w.pausedRecheck)), remaining)), false
+	k := pauseKey{customerID: j.ev.CustomerID, env: j.ev.Environment, endpoint: j.endpoint}
+	return later(min(w.pauseClock.deferral(k, now, now.Sub(p.At), w.pausedRecheck), remaining)), false
 }
 
 // recheckPause is holdPaused with the profile as the cache has it now: a job queued for its host

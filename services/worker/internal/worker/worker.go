@@ -97,6 +97,7 @@ type Worker struct {
 	alerts        *alerter
 	pausedRecheck time.Duration
 	pausedMaxHold time.Duration
+	pauseClock    *pauseClock
 }
 
 // New builds a worker from its config and collaborators.
@@ -126,6 +127,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		alerts:        newAlerter(d.Alerts, d.Endpoints, d.Log, d.Metrics),
 		pausedRecheck: cfg.PausedRecheck,
 		pausedMaxHold: cfg.PausedMaxHold,
+		pauseClock:    newPauseClock(),
 	}
 	if d.Alerts == nil {
 		w.policy.AlertAfter = 0 // nothing could send them
