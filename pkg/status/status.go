@@ -137,16 +137,22 @@ type Begun struct {
 }
 
 func (s *Store) run(ctx context.Context, op string, d Delivery, now time.Time, extra ...any) ([]int64, error) {
+	r, err := s.runAttached(ctx, op, d, now, nil, extra...)
+	return r.vals, err
+}
+
+// runAttached runs one operation and, in the same round trip, att.
+func (s *Store) runAttached(ctx context.Context, op string, d Delivery, now time.Time, att *Attached, extra ...any) (callResult, error) {
 	args := make([]any, 0, 8+len(extra))
 	args = append(args, op, d.Chain, now.UnixMilli(), int64(s.retention/time.Second),
 		d.WebhookID, []byte(d.Task), d.CustomerID, d.TaskID)
 	args = append(args, extra...)
-	res, err := s.batch.do(ctx, s.recordKeys(d.CustomerID, d.Env, d.TaskID), args)
+	res, err := s.batch.do(ctx, s.recordKeys(d.CustomerID, d.Env, d.TaskID), args, att)
 	if err != nil {
-		return nil, fmt.Errorf("status %s: %w", op, err)
+		return res, fmt.Errorf("status %s: %w", op, err)
 	}
-	if len(res) != 4 {
-		return nil, fmt.Errorf("status %s: unexpected reply %v", op, res)
+	if len(res.vals) != 4 {
+		return res, fmt.Errorf("status %s: unexpected reply %v", op, res.vals)
 	}
 	return res, nil
 }
@@ -204,6 +210,19 @@ type storedLog struct {
 // a retry, when the next attempt is due. It reports whether the outcome changed the state: false
 // when the delivery was superseded or had already finished.
 func (s *Store) Finish(ctx context.Context, d Delivery, target string, outcome Outcome, entry *AttemptLog, next time.Time, now time.Time) (bool, error) {
+	changed, _, err := s.FinishAttached(ctx, d, target, outcome, entry, next, now, nil)
+	return changed, err
+}
+
+// AttachedReply is what an attached call answered: its reply, or its own error.
+type AttachedReply struct {
+	Val any
+	Err error
+}
+
+// FinishAttached is Finish with att sent in the same round trip; it returns att's reply as
+// well. att failing never fails the status write: its error is in the AttachedReply.
+func (s *Store) FinishAttached(ctx context.Context, d Delivery, target string, outcome Outcome, entry *AttemptLog, next time.Time, now time.Time, att *Attached) (bool, AttachedReply, error) {
 	var logLine []byte
 	attempt := 0
 	if entry != nil {
@@ -215,7 +234,7 @@ func (s *Store) Finish(ctx context.Context, d Delivery, target string, outcome O
 			ResponseExcerpt: entry.ResponseExcerpt,
 		})
 		if err != nil {
-			return false, err
+			return false, AttachedReply{}, err
 		}
 	}
 	var nextMS int64
@@ -226,11 +245,15 @@ func (s *Store) Finish(ctx context.Context, d Delivery, target string, outcome O
 		// Only a finish that starts the delivery stores the task; the others need not carry it.
 		d.Task = nil
 	}
-	res, err := s.run(ctx, "finish", d, now, target, attempt, string(outcome), logLine, nextMS)
+	res, err := s.runAttached(ctx, "finish", d, now, att, target, attempt, string(outcome), logLine, nextMS)
 	if err != nil {
-		return false, err
+		return false, AttachedReply{}, err
 	}
-	return res[0] == 0, nil
+	reply := AttachedReply{Val: res.attached, Err: res.attErr}
+	if reply.Err != nil {
+		reply.Err = fmt.Errorf("attached call: %w", reply.Err)
+	}
+	return res.vals[0] == 0, reply, nil
 }
 
 // Queue records that a new delivery (a resend) with a higher chain has been put on the stream.

@@ -19,6 +19,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/conn"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/quarantine"
@@ -105,6 +106,7 @@ func newAPI(cfg api.Config, c *connections, pub *lazyPublisher, log *zap.Logger)
 		Invalid:    quarantine.NewStore(c.rdb, cfg.RedisPrefix, 0),
 		Replayer:   pub,
 		Limits:     api.NewSharedLimits(c.rdb, cfg.RedisPrefix),
+		Endpoints:  endpoint.NewStore(c.rdb, cfg.RedisPrefix),
 	})
 }
 

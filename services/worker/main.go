@@ -21,6 +21,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/conn"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/quarantine"
@@ -119,6 +120,8 @@ func build(ctx context.Context, cfg worker.Config, c *conns, reg *prometheus.Reg
 		Transports: transports,
 		Log:        log,
 		Metrics:    worker.NewMetrics(reg),
+		Endpoints:  endpoint.NewStore(c.rdb, cfg.RedisPrefix),
+		Alerts:     worker.AlertMailer(transports),
 	})
 }
 

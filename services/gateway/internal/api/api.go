@@ -36,6 +36,7 @@ type profileStore interface {
 	RotateCallbackAuthKey(ctx context.Context, id string, env environment.Env) (customer.Profile, error)
 	RotateSigningSecret(ctx context.Context, id string, env environment.Env) (customer.Profile, error)
 	RotateAPIKey(ctx context.Context, id string, env environment.Env) (customer.Credentials, error)
+	SetAlerts(ctx context.Context, id string, env environment.Env, alertEmail *string, autoPause *bool) (customer.Profile, error)
 	Get(ctx context.Context, id string, env environment.Env) (customer.Profile, error)
 }
 
@@ -75,6 +76,8 @@ type Deps struct {
 	// Limits shares the send-callback rate limit between gateways through Redis; nil: each
 	// gateway limits on its own.
 	Limits *SharedLimits
+	// Endpoints is the endpoint health and pauses store; nil: no endpoint routes.
+	Endpoints endpointStore
 }
 
 // API serves the gateway's routes.
@@ -144,6 +147,12 @@ func New(cfg Config, d Deps) (*API, error) {
 	}
 	for _, r := range customerRoutes {
 		a.handle(r.method, r.path, a.authCustomer(r.h))
+	}
+	if d.Endpoints != nil {
+		d.Registry.MustRegister(newEndpointCollector(d.Endpoints, cfg.Retention))
+		a.handle("GET", "/v1/endpoints", a.authCustomer(a.listEndpoints))
+		a.handle("POST", "/v1/endpoints/pause", a.authCustomer(a.pauseEndpoint))
+		a.handle("POST", "/v1/endpoints/resume", a.authCustomer(a.resumeEndpoint))
 	}
 	if a.recoveries != nil {
 		a.handle("POST", "/v1/callbacks/recover", a.authCustomer(a.startRecovery))

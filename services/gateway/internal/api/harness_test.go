@@ -25,6 +25,7 @@ import (
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/publish"
@@ -130,6 +131,7 @@ func (h *harness) startStoppableGateway(rdb redis.UniversalClient, log *zap.Logg
 		Invalid:    quarantine.NewStore(rdb, h.prefix, 0),
 		Replayer:   h.pub,
 		Limits:     api.NewSharedLimits(rdb, h.prefix),
+		Endpoints:  endpoint.NewStore(rdb, h.prefix),
 	})
 	if err != nil {
 		h.t.Fatal(err)

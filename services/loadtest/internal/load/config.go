@@ -77,6 +77,10 @@ type Config struct {
 	// their next retry while it runs.
 	Parked        int64
 	ParkedTimeout time.Duration
+	// Paused callbacks go to an endpoint paused PausedAge ago, before the measured load, and
+	// are held (deferred without attempts) while it runs.
+	Paused    int64
+	PausedAge time.Duration
 
 	// CPUProfile, when set, is where this process's CPU profile of the measured phase goes.
 	CPUProfile string
@@ -105,6 +109,7 @@ func Defaults() Config {
 		SignCheckEvery: 100,
 		VerifySample:   200,
 		ParkedTimeout:  10 * time.Minute,
+		PausedAge:      time.Hour,
 		Sample:         time.Second,
 	}
 }
@@ -135,6 +140,8 @@ func (c Config) Validate() error {
 		"-fail %g -slow %g: want shares that add up to at most 1", c.Receiver.Fail, c.Receiver.Slow)
 	check(c.Receiver.FailStatus < 300 || c.Receiver.FailStatus > 599, "-fail-status %d: want 300 to 599", c.Receiver.FailStatus)
 	check(c.Parked < 0 || c.Parked > 5_000_000, "-parked %d: want 0 to 5000000", c.Parked)
+	check(c.Paused < 0 || c.Paused > 5_000_000, "-paused %d: want 0 to 5000000", c.Paused)
+	check(c.PausedAge < 0, "-paused-age %s: want 0 or more", c.PausedAge)
 	check(c.NATSURL != "" && c.NATSBin != "", "-nats-url and -nats-bin exclude each other")
 	check(c.Reference != "" && c.Reference != "net/http" && c.Reference != "fasthttp",
 		"-reference %q: want net/http or fasthttp", c.Reference)

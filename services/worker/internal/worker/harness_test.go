@@ -8,12 +8,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/publish"
@@ -39,6 +41,9 @@ type harness struct {
 	log       *zap.Logger
 	// profileTTL is how long the worker caches a profile (1s unless a test changes it).
 	profileTTL time.Duration
+	endpoints  *endpoint.Store
+	// regs are the metric registries of the workers started, one each.
+	regs []*prometheus.Registry
 }
 
 func newHarness(t *testing.T, vars map[string]string) *harness {
@@ -66,6 +71,7 @@ func newHarness(t *testing.T, vars map[string]string) *harness {
 	h.customers = customer.NewStore(h.rdb, prefix)
 	h.statuses = status.NewStore(h.rdb, prefix, cfg.Retention)
 	h.invalid = quarantine.NewStore(h.rdb, prefix, 0)
+	h.endpoints = endpoint.NewStore(h.rdb, prefix)
 	h.pub, err = publish.New(context.Background(), h.js, cfg.Stream)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +91,8 @@ func (h *harness) startWorker() (stop func()) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
+	h.regs = append(h.regs, reg)
 	w, err := worker.New(h.cfg, worker.Deps{
 		Consumer:   consumer,
 		Profiles:   customer.NewCache(h.customers, h.profileTTL),
@@ -92,6 +100,9 @@ func (h *harness) startWorker() (stop func()) {
 		Invalid:    h.invalid,
 		Transports: transports,
 		Log:        h.log,
+		Endpoints:  h.endpoints,
+		Alerts:     worker.AlertMailer(transports),
+		Metrics:    worker.NewMetrics(reg),
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -107,6 +118,33 @@ func (h *harness) startWorker() (stop func()) {
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	h.t.Cleanup(stop)
 	return stop
+}
+
+// counter sums a counter over every worker started, for the series with the given labels.
+func (h *harness) counter(name string, labels map[string]string) float64 {
+	h.t.Helper()
+	var sum float64
+	for _, reg := range h.regs {
+		families, err := reg.Gather()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() != name {
+				continue
+			}
+		metrics:
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+						continue metrics
+					}
+				}
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 func (h *harness) newCustomer(id, defaultURL string) customer.Profile {

@@ -25,6 +25,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/delivery"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/quarantine"
@@ -51,6 +52,7 @@ type profileSource interface {
 type statusRecorder interface {
 	Begin(ctx context.Context, d status.Delivery, target string, maxAttempts int, now time.Time) (status.Begun, error)
 	Finish(ctx context.Context, d status.Delivery, target string, outcome status.Outcome, entry *status.AttemptLog, next, now time.Time) (bool, error)
+	FinishAttached(ctx context.Context, d status.Delivery, target string, outcome status.Outcome, entry *status.AttemptLog, next, now time.Time, att *status.Attached) (bool, status.AttachedReply, error)
 }
 
 type invalidSink interface {
@@ -66,6 +68,11 @@ type Deps struct {
 	Transports map[target.Kind]Transport
 	Log        *zap.Logger
 	Metrics    *Metrics
+	// Endpoints records endpoint health beside each attempt; nil: none is recorded (and no
+	// alerts are sent).
+	Endpoints endpointStore
+	// Alerts mails endpoint alerts; nil: none are sent (health is still recorded).
+	Alerts notifier
 }
 
 // Worker pulls callbacks from the shared consumer and delivers them.
@@ -84,6 +91,13 @@ type Worker struct {
 	alive    *keepalive
 	grace    time.Duration
 	now      func() time.Time
+
+	endpoints     endpointStore
+	policy        endpoint.Policy
+	alerts        *alerter
+	pausedRecheck time.Duration
+	pausedMaxHold time.Duration
+	pauseClock    *pauseClock
 }
 
 // New builds a worker from its config and collaborators.
@@ -106,6 +120,17 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		alive: newKeepalive(cfg.AckWait, d.Log, d.Metrics),
 		grace: cfg.ShutdownGrace,
 		now:   time.Now,
+
+		endpoints: d.Endpoints,
+		policy: endpoint.Policy{AlertAfter: cfg.AlertAfter, AlertInterval: cfg.AlertInterval,
+			AutoPauseAfter: cfg.AutoPauseAfter, Retention: cfg.Retention},
+		alerts:        newAlerter(d.Alerts, d.Endpoints, d.Log, d.Metrics),
+		pausedRecheck: cfg.PausedRecheck,
+		pausedMaxHold: cfg.PausedMaxHold,
+		pauseClock:    newPauseClock(),
+	}
+	if d.Alerts == nil {
+		w.policy.AlertAfter = 0 // nothing could send them
 	}
 	d.Metrics.watch(w.sched)
 	return w, nil
@@ -127,6 +152,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	var beats sync.WaitGroup
 	beats.Go(func() { w.alive.run(beatCtx) })
 	defer func() { stopBeats(); beats.Wait() }()
+	// The alerter, too, outlives the deliveries: it sends what they raised, then stops.
+	var mails sync.WaitGroup
+	mails.Go(func() { w.alerts.run(beatCtx) })
+	defer func() { w.alerts.close(); mails.Wait() }()
 
 	intake := make(chan *job, maxPull)
 	var intakers, slots sync.WaitGroup
@@ -275,6 +304,7 @@ type job struct {
 	kind      string
 	hostKey   string
 	host      *hostState
+	endpoint  string // whose health the attempt counts for, and whose pause holds it
 
 	begun     status.Begun
 	at        time.Time
@@ -312,7 +342,7 @@ func (w *Worker) admit(ctx context.Context, j *job) {
 			return
 		}
 	}
-	if d, next := runStages(j, w.decode, w.resolve); !next {
+	if d, next := runStages(j, w.decode, w.resolve, w.holdPaused); !next {
 		w.settle(j, d)
 		w.sched.unhold(j.size)
 		return
@@ -335,7 +365,7 @@ func (w *Worker) admit(ctx context.Context, j *job) {
 func (w *Worker) deliverHeld(j *job) {
 	w.metrics.inFlight.Inc()
 	defer w.metrics.inFlight.Dec()
-	d, _ := runStages(j, w.claim, w.deliver, w.record)
+	d, _ := runStages(j, w.recheckPause, w.claim, w.deliver, w.record)
 	w.settle(j, d)
 	smp := sampleIgnore
 	if j.attempted {
@@ -443,6 +473,9 @@ func (w *Worker) resolve(j *job) (decision, bool) {
 		j.kind = "unusable"
 	}
 	j.hostKey = j.target.Host()
+	if j.targetErr == nil {
+		j.endpoint = endpoint.Of(j.target)
+	}
 	return decision{}, true
 }
 
@@ -527,29 +560,36 @@ func (w *Worker) record(j *job) (decision, bool) {
 			zap.Duration("duration", res.Duration),
 			zap.String("error", entry.Error))
 	}
-	if err := w.writeOutcome(j.ctx, j.delivery, j.target.Raw, outcome, entry, next); err != nil {
+	att := w.healthCall(j)
+	health, err := w.writeOutcome(j.ctx, j.delivery, j.target.Raw, outcome, entry, next, att)
+	if err != nil {
 		// The customer may have the callback, but we could not write it down. Do not ack as if
 		// all were well: the message comes back, Begin logs this attempt as interrupted, and
 		// the next attempt is recorded once Redis answers again.
 		j.log.Error("recording the attempt failed; will redeliver", zap.Error(err))
 		return later(5 * time.Second), false
 	}
+	if att != nil {
+		w.observeHealth(j, health)
+	}
 	return dec, false
 }
 
-// writeOutcome writes an attempt's outcome, retrying briefly: a short Redis hiccup should not
-// cost the customer a duplicate callback. The message stays alive meanwhile.
-func (w *Worker) writeOutcome(ctx context.Context, d status.Delivery, tgt string, o status.Outcome, e *status.AttemptLog, next time.Time) error {
+// writeOutcome writes an attempt's outcome, with att (the endpoint's health) in the same round
+// trip, retrying briefly: a short Redis hiccup should not cost the customer a duplicate
+// callback. The message stays alive meanwhile.
+func (w *Worker) writeOutcome(ctx context.Context, d status.Delivery, tgt string, o status.Outcome, e *status.AttemptLog, next time.Time, att *status.Attached) (status.AttachedReply, error) {
 	var err error
 	for i := 1; i <= 4; i++ {
-		if _, err = w.status.Finish(ctx, d, tgt, o, e, next, w.now()); err == nil {
-			return nil
+		var reply status.AttachedReply
+		if _, reply, err = w.status.FinishAttached(ctx, d, tgt, o, e, next, w.now(), att); err == nil {
+			return reply, nil
 		}
 		if !sleep(ctx, backoff(i)) {
 			break
 		}
 	}
-	return err
+	return status.AttachedReply{}, err
 }
 
 // attempt signs and sends the callback through the target's transport.
