@@ -42,7 +42,7 @@ func BenchmarkBeginFinish(b *testing.B) {
 			one := func() {
 				n := seq.Add(1)
 				d := status.Delivery{CustomerID: "cust_bench", TaskID: "t" + strconv.FormatInt(n, 10),
-					WebhookID: "evt_" + strconv.FormatInt(n, 10), Task: []byte(benchTask), Chain: uint64(n)}
+					WebhookID: "evt_" + strconv.FormatInt(n, 10), Chain: uint64(n)}
 				now := time.Now()
 				begun, err := s.Begin(ctx, d, "http://www.example.com/callback", 21, now)
 				if err != nil || begun.Verdict != status.Attempt {
