@@ -227,7 +227,6 @@ func TestStatus_log_keeps_the_newest_entries(t *testing.T) {
 	}
 }
 
-
 // Readers load their script again when Redis lost it (a restart, SCRIPT FLUSH). The cache is
 // emptied on a Redis of the test's own: SCRIPT FLUSH is server-wide.
 func TestStatus_log_is_read_after_redis_lost_its_scripts(t *testing.T) {

@@ -80,10 +80,13 @@ type Worker struct {
 
 	schedule schedule.Schedule
 	slots    int
-	sched    *scheduler
-	alive    *keepalive
-	grace    time.Duration
-	now      func() time.Time
+	// eventMax is the largest event delivered; pullBytes the least a pull may ask for (see pull).
+	eventMax  int
+	pullBytes int
+	sched     *scheduler
+	alive     *keepalive
+	grace     time.Duration
+	now       func() time.Time
 }
 
 // New builds a worker from its config and collaborators.
@@ -98,8 +101,10 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	w := &Worker{
 		consumer: d.Consumer, profiles: d.Profiles, status: d.Status, invalid: d.Invalid,
 		transports: d.Transports, log: d.Log, metrics: d.Metrics,
-		schedule: cfg.Schedule,
-		slots:    cfg.Concurrency,
+		schedule:  cfg.Schedule,
+		slots:     cfg.Concurrency,
+		eventMax:  cfg.EventMaxBytes,
+		pullBytes: max(cfg.EventMaxBytes, cfg.MaxPayload) + pullOverhead,
 		sched: newScheduler(cfg.MaxHeld, int64(cfg.MaxHeldBytes), cfg.HostQueue, cfg.Concurrency, func() aimdLimit {
 			return newAIMDLimit(hostLimitStart, hostLimitFloor, cfg.HostConcurrency, slow)
 		}),
@@ -116,6 +121,8 @@ const (
 	pullWait = 2 * time.Second
 	// maxPull is the most messages one pull request asks for.
 	maxPull = 512
+	// pullOverhead is room for a message's subject and headers beside its payload.
+	pullOverhead = 16 << 10
 )
 
 // Run pulls and delivers until ctx is cancelled, then hands back what it holds but has not
@@ -163,13 +170,17 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) pull(ctx context.Context, intake chan<- *job) {
 	failures := 0
 	for {
-		room, ok := w.sched.waitRoom(ctx)
+		room, roomBytes, ok := w.sched.waitRoom(ctx)
 		if !ok {
 			return
 		}
-		// The pull's own context ends it early on shutdown, instead of after pullWait.
+		// The pull's own context ends it early on shutdown, instead of after pullWait. Its byte
+		// bound keeps a pull of large events within the window; it never goes below the largest
+		// message the server takes, since a message larger than a pull's bound is never
+		// delivered to it.
 		pullCtx, cancelPull := context.WithTimeout(ctx, pullWait)
-		batch, err := w.consumer.Fetch(min(room, maxPull), jetstream.FetchContext(pullCtx))
+		batch, err := w.consumer.Fetch(min(room, maxPull), jetstream.FetchContext(pullCtx),
+			jetstream.FetchMaxBytes(max(roomBytes, w.pullBytes)))
 		if err != nil {
 			cancelPull()
 			failures++
@@ -367,7 +378,7 @@ func (w *Worker) decode(j *job) (decision, bool) {
 		return never("not a JetStream message"), false
 	}
 	j.meta = meta
-	ev, webhookID, err := parseMessage(j.msg)
+	ev, webhookID, err := parseMessage(j.msg, w.eventMax)
 	if err != nil {
 		return w.refuse(j.ctx, j.msg, err), false
 	}
@@ -400,7 +411,7 @@ func (w *Worker) resolve(j *job) (decision, bool) {
 	}
 	j.profile = profile
 	j.delivery = status.Delivery{CustomerID: j.ev.CustomerID, Env: j.ev.Environment, TaskID: j.ev.TaskID, WebhookID: j.webhookID,
-		Task: j.ev.Task, Chain: j.meta.Sequence.Stream}
+		Chain: j.meta.Sequence.Stream}
 	j.target, j.targetErr = target.Resolve(j.ev.CallbackURL, profile.DefaultCallbackURL)
 	if j.targetErr == nil && j.target.Kind == target.None {
 		if _, err := w.status.Finish(j.ctx, j.delivery, "", status.OutcomeNoCallback, nil, time.Time{}, w.now()); err != nil {
@@ -587,12 +598,12 @@ func (w *Worker) refuse(ctx context.Context, msg jetstream.Msg, err error) decis
 // parseMessage validates the message and works out its webhook id: the publisher's Nats-Msg-Id for a
 // completion, the original's id (carried in a header) for a resend, and for either without
 // one, the id derived from the event (event.DerivedWebhookID).
-func parseMessage(msg jetstream.Msg) (event.Event, string, error) {
-	customerID, resend, ok := stream.ParseSubject(msg.Subject())
+func parseMessage(msg jetstream.Msg, maxSize int) (event.Event, string, error) {
+	customerID, _, ok := stream.ParseSubject(msg.Subject())
 	if !ok {
 		return event.Event{}, "", event.Invalid(event.ReasonSubjectMismatch, "subject %q is not one of ours", msg.Subject())
 	}
-	ev, err := event.Decode(msg.Data())
+	ev, err := event.DecodeLimit(msg.Data(), maxSize)
 	if err != nil {
 		return event.Event{}, "", err
 	}
@@ -600,17 +611,7 @@ func parseMessage(msg jetstream.Msg) (event.Event, string, error) {
 		return event.Event{}, "", event.Invalid(event.ReasonSubjectMismatch,
 			"customer_id %q does not match subject %q", ev.CustomerID, msg.Subject())
 	}
-	h := msg.Headers()
-	id := h.Get(jetstream.MsgIDHeader)
-	if resend {
-		id = h.Get(stream.HeaderWebhookID)
-	}
-	if id == "" {
-		// Published without Nats-Msg-Id: an id derived from the completion itself, so a copy
-		// published again gets the same one; the environment is part of it, so a test and a
-		// live completion of one task never share an id.
-		id = event.DerivedWebhookID(ev.CustomerID, ev.Environment.String(), ev.TaskID, ev.CompletedAt())
-	}
+	id := stream.WebhookID(msg.Subject(), msg.Headers(), ev)
 	if !event.ValidWebhookID(id) {
 		return event.Event{}, "", event.Invalid(event.ReasonInvalidMessageID,
 			"message id must be 1 to 128 printable ASCII characters without spaces")
