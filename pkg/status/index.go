@@ -205,8 +205,11 @@ func (s *Store) each(ctx context.Context, customerID string, env environment.Env
 	for i, id := range ids {
 		gets[i] = pipe.Get(ctx, s.keys(customerID, env, id).record)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return err
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for _, g := range gets {
+		if err := g.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
 	}
 	var missing []int
 	for i, g := range gets {

@@ -252,8 +252,11 @@ func (s *Store) Get(ctx context.Context, customerID string, env environment.Env,
 	cur := pipe.Get(ctx, k.record)
 	h := pipe.HGetAll(ctx, k.legacy)
 	l := pipe.LRange(ctx, k.legacyLog, 0, -1)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return Record{}, fmt.Errorf("status get: %w", err)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for _, c := range []redis.Cmder{cur, h, l} {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return Record{}, fmt.Errorf("status get: %w", err)
+		}
 	}
 	if raw, err := cur.Bytes(); err == nil {
 		c, err := decodeCompact(raw)

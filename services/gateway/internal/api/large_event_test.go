@@ -180,3 +180,41 @@ func jsonEqual(a, b any) bool {
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
 }
+
+// A large event refused for an unknown customer is kept truncated in Redis; once the customer
+// exists, its replay reads the whole event back from the stream and it is delivered whole.
+func TestLargeEvent_refused_then_replayed_whole_from_the_stream(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.startWorker()
+	rc := testenv.NewReceiver(t, nil)
+	big := task("big2", rc.URL)
+	big["response"] = map[string]any{"text": strings.Repeat("y", 500<<10)}
+	raw := mustJSON(t, map[string]any{"customer_id": "cust_late", "task": big})
+	h.publishRaw("tasks.completed.cust_late", "evt_big2", raw)
+	var all invalidEventList
+	testenv.Eventually(t, 10*time.Second, func() bool { all = h.invalidEvents(""); return len(all.Events) == 1 }, "refused")
+	if e := all.Events[0]; e.Reason != "unknown_customer" || !e.Truncated {
+		t.Fatalf("refused as %+v, want unknown_customer, truncated", e)
+	}
+	c := h.createCustomer("cust_late", "")
+	if res := h.admin("POST", "/admin/v1/invalid-events/"+all.Events[0].ID+"/replay"); res.Code != http.StatusAccepted {
+		t.Fatalf("replay: %d %s", res.Code, res.Body)
+	}
+	v := h.waitCallback(c.APIKey, "big2", 30*time.Second, "delivered", final)
+	if v.State != "succeeded" || rc.Count() != 1 {
+		t.Fatalf("state %s, %d callbacks", v.State, rc.Count())
+	}
+	var sent struct {
+		Task json.RawMessage `json:"task"`
+	}
+	if err := json.Unmarshal(rc.Request(1).Body, &sent); err != nil {
+		t.Fatal(err)
+	}
+	var want, got any
+	_ = json.Unmarshal(mustJSON(t, big), &want)
+	_ = json.Unmarshal(sent.Task, &got)
+	if !jsonEqual(want, got) {
+		t.Error("the replayed event is not the refused one, whole")
+	}
+}

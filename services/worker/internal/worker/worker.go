@@ -584,10 +584,14 @@ func (w *Worker) refuse(ctx context.Context, msg jetstream.Msg, err error) decis
 	w.metrics.rejected.WithLabelValues(string(reason)).Inc()
 	w.log.Warn("event refused", zap.String("subject", msg.Subject()), zap.String("reason", string(reason)),
 		zap.String("detail", err.Error()))
-	_, addErr := w.invalid.Add(ctx, quarantine.Event{
+	e := quarantine.Event{
 		Subject: msg.Subject(), Reason: string(reason), Detail: err.Error(),
 		ReceivedAt: w.now(), Headers: msg.Headers(), Raw: msg.Data(),
-	})
+	}
+	if meta, err := msg.Metadata(); err == nil {
+		e.Sequence = meta.Sequence.Stream // where a replay finds an event too large to keep whole
+	}
+	_, addErr := w.invalid.Add(ctx, e)
 	if addErr != nil {
 		w.log.Warn("keeping the refused event failed; will retry", zap.Error(addErr))
 		return later(5 * time.Second)
