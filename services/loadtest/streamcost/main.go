@@ -39,14 +39,15 @@ func main() {
 	dup := flag.Duration("dup", 2*time.Second, "the stream's duplicate window")
 	gets := flag.Int("gets", 500, "random direct gets after publishing and after the restart")
 	idle := flag.Duration("idle", 35*time.Second, "how long to wait before an idle RSS reading")
+	crash := flag.Bool("crash", false, "end the first server with SIGKILL, as a crash would, instead of SIGTERM")
 	flag.Parse()
-	if err := run(*bin, *dir, *port, *n, *size, *gets, *dup, *idle); err != nil {
+	if err := run(*bin, *dir, *port, *n, *size, *gets, *dup, *idle, *crash); err != nil {
 		fmt.Fprintln(os.Stderr, "streamcost:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, dir string, port, n, size, gets int, dup, idle time.Duration) error {
+func run(bin, dir string, port, n, size, gets int, dup, idle time.Duration, crash bool) error {
 	if bin == "" {
 		return errors.New("-bin: a nats-server executable is required")
 	}
@@ -115,6 +116,11 @@ func run(bin, dir string, port, n, size, gets int, dup, idle time.Duration) erro
 	time.Sleep(idle)
 	fmt.Printf("after the gets and %s idle: RSS %d MB\n", idle, rss(srv)>>20)
 	nc.Close()
+	if crash {
+		_ = srv.Process.Kill()
+		_ = srv.Wait()
+		fmt.Println("killed (SIGKILL)")
+	}
 	stop(srv)
 
 	t1 := time.Now()
