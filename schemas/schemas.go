@@ -27,7 +27,7 @@ var compiled = sync.OnceValues(func() (map[string]*jsonschema.Schema, error) {
 	for _, name := range []string{TaskCompletedFile, CallbackFile} {
 		raw, err := Files.ReadFile(name)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("schemas: %s: %w", name, err)
 		}
 		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 		if err != nil {
@@ -58,7 +58,7 @@ func validate(name string, raw []byte) error {
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 	if err != nil {
-		return err
+		return fmt.Errorf("read the document to check against %s: %w", name, err)
 	}
 	return all[name].Validate(doc)
 }

@@ -41,7 +41,7 @@ func Start(ctx context.Context, name string, cfg config.Shared) (log *zap.Logger
 	}
 	stopTracing, err := tracing.Setup(ctx, "refonte-"+name, cfg.Tracing)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("tracing: %w", err)
 	}
 	v := version.Get()
 	log.Info("starting", zap.String("version", v.Version), zap.String("revision", v.Revision),

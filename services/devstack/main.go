@@ -86,7 +86,7 @@ func runReceiver(ctx context.Context, args []string) error {
 	log := logger("receiver")
 	r, err := receiver.New(receiver.Config{Keys: keys, FlakyFailures: *flaky, Log: log})
 	if err != nil {
-		return err
+		return fmt.Errorf("receiver: %w", err)
 	}
 	log.Info("receiver listening", "addr", *addr, "keys", *keysFile)
 	return serveHTTP(ctx, *addr, r.Handler())
@@ -103,7 +103,7 @@ func runMailcatcher(ctx context.Context, args []string) error {
 	srv := c.SMTPServer(*smtpAddr)
 	ln, err := net.Listen("tcp", *smtpAddr)
 	if err != nil {
-		return err
+		return fmt.Errorf("mail catcher: %w", err)
 	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -134,7 +134,7 @@ func runDemo(ctx context.Context, args []string) error {
 	r := env.New()
 	shared := config.Load(r, config.Defaults{})
 	if err := errors.Join(r.Err(), shared.Validate()); err != nil {
-		return err
+		return fmt.Errorf("configuration: %w", err)
 	}
 	cfg.Stream = shared.Stream
 	return demo.Run(ctx, cfg)
@@ -148,7 +148,7 @@ func runWait(ctx context.Context, args []string) error {
 	defer cancel()
 	for _, t := range fs.Args() {
 		if err := wait.Ready(ctx, t); err != nil {
-			return err
+			return fmt.Errorf("wait for %s: %w", t, err)
 		}
 	}
 	return nil
@@ -190,7 +190,7 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
 	go func() { errc <- srv.ListenAndServe() }()
 	select {
 	case err := <-errc:
-		return err
+		return fmt.Errorf("serve HTTP on %s: %w", addr, err)
 	case <-ctx.Done():
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -37,7 +38,7 @@ func main() { service.Main("worker", run) }
 func run(ctx context.Context) error {
 	cfg, err := worker.LoadConfig(env.New())
 	if err != nil {
-		return err
+		return fmt.Errorf("configuration: %w", err)
 	}
 	log, flush, err := service.Start(ctx, "worker", cfg.Shared)
 	if err != nil {
@@ -99,7 +100,7 @@ func (c *conns) close() {
 func build(ctx context.Context, cfg worker.Config, c *conns, reg *prometheus.Registry, log *zap.Logger) (*worker.Worker, error) {
 	js, err := jetstream.New(c.nc)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	consumer, err := worker.SetupConsumer(ctx, js, cfg, log)
 	if err != nil {
@@ -107,7 +108,7 @@ func build(ctx context.Context, cfg worker.Config, c *conns, reg *prometheus.Reg
 	}
 	profiles := customer.NewCache(customer.NewStore(c.rdb, cfg.RedisPrefix), cfg.ProfileCacheTTL)
 	if _, err := c.nc.Subscribe(stream.ProfileChanged, func(m *nats.Msg) { profiles.Invalidate(string(m.Data)) }); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("subscribe to %s: %w", stream.ProfileChanged, err)
 	}
 	transports, err := worker.NewTransports(cfg)
 	if err != nil {

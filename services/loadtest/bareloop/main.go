@@ -66,12 +66,12 @@ func run(ctx context.Context) error {
 	}
 	nc, err := nats.Connect(os.Getenv("NATS_URL"))
 	if err != nil {
-		return err
+		return fmt.Errorf("connect to NATS: %w", err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return err
+		return fmt.Errorf("jetstream: %w", err)
 	}
 	st, err := stream.Ensure(ctx, js, stream.DefaultConfig())
 	if err != nil {
@@ -84,13 +84,13 @@ func run(ctx context.Context) error {
 	}
 	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
 	if err != nil {
-		return err
+		return fmt.Errorf("REDIS_URL: %w", err)
 	}
 	opt.PoolSize = slots + 4
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	if err := writeStatus.Load(ctx, rdb).Err(); err != nil {
-		return err
+		return fmt.Errorf("load the status script: %w", err)
 	}
 	l := &loop{cons: cons, rdb: rdb, prefix: os.Getenv("REDIS_PREFIX"), slots: slots}
 	switch os.Getenv("BARELOOP_HTTP") {
@@ -105,7 +105,7 @@ func run(ctx context.Context) error {
 	srv := &http.Server{Addr: os.Getenv("METRICS_ADDR"), Handler: l}
 	ln, err := net.Listen("tcp", srv.Addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("metrics listener: %w", err)
 	}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()

@@ -190,7 +190,7 @@ func (d *runner) ensureCustomer(ctx context.Context) error {
 		d.keys = k
 		code, resp, err := d.do(ctx, http.MethodGet, "/v1/profile", d.basic(), nil)
 		if err != nil {
-			return err
+			return fmt.Errorf("read the demo customer's profile: %w", err)
 		}
 		if code != http.StatusOK {
 			return fmt.Errorf("customer %q exists but the API key in %s is refused (%d %s): run `go tool task clean` and `go tool task up`",
@@ -221,7 +221,7 @@ func (d *runner) publish(ctx context.Context, samples []*sample) error {
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return err
+		return fmt.Errorf("jetstream: %w", err)
 	}
 	pub, err := publish.New(ctx, js, d.cfg.Stream)
 	if err != nil {
@@ -245,7 +245,7 @@ func (d *runner) publish(ctx context.Context, samples []*sample) error {
 		}
 		raw, err := json.Marshal(task)
 		if err != nil {
-			return err
+			return fmt.Errorf("encode task %s: %w", s.taskID, err)
 		}
 		ack, err := pub.Publish(ctx, publish.Completion{CustomerID: d.keys.CustomerID, Task: raw})
 		if err != nil {

@@ -21,7 +21,7 @@ const OwnerKey = "devstack:owner"
 func Redis(ctx context.Context, url, prefix string) (int, error) {
 	rdb, err := open(url, prefix)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("reset: %w", err)
 	}
 	defer rdb.Close()
 	return deleteAll(ctx, rdb, prefix)
@@ -36,7 +36,7 @@ func Claim(ctx context.Context, url, prefix, owner string) (int, bool, error) {
 	}
 	rdb, err := open(url, prefix)
 	if err != nil {
-		return 0, false, err
+		return 0, false, fmt.Errorf("reset: %w", err)
 	}
 	defer rdb.Close()
 	cur, err := rdb.Get(ctx, prefix+OwnerKey).Result()

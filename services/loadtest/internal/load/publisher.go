@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -99,7 +100,7 @@ func (p *Publisher) publish(ctx context.Context, seq int64, idPrefix string, tra
 			if track {
 				p.tracker.PublishFailed(seq)
 			}
-			return err
+			return fmt.Errorf("publish callback %d: %w", seq, err)
 		}
 		// The window is full: wait for acknowledgements. The same Nats-Msg-Id makes a repeat
 		// harmless.

@@ -159,7 +159,7 @@ type Sample struct {
 func (r *Report) WriteJSON(path string) error {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
-		return err
+		return fmt.Errorf("encode the report: %w", err)
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }

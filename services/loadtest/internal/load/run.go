@@ -167,7 +167,7 @@ func (rn *runner) startNATS(ctx context.Context) error {
 		rn.r.Settings.NATS = "in-process"
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("start NATS: %w", err)
 	}
 	rn.onCleanUp(rn.broker.Close)
 	rn.nc, err = nats.Connect(rn.broker.URL(), nats.Name("refonte-loadtest"), nats.MaxReconnects(-1))
@@ -213,7 +213,7 @@ func (rn *runner) startGateway(ctx context.Context) error {
 	if bin == "" {
 		root, err := rn.repoRoot()
 		if err != nil {
-			return err
+			return fmt.Errorf("find the repository to build the gateway: %w", err)
 		}
 		rn.logf("building ./services/gateway in %s", root)
 		if bin, err = Build(ctx, root, rn.dir, "./services/gateway"); err != nil {
@@ -224,7 +224,7 @@ func (rn *runner) startGateway(ctx context.Context) error {
 	rn.gateway, err = StartGateway(ctx, bin, rn.dir, []string{"NATS_URL=" + rn.broker.URL(), "REDIS_URL=" + rn.cfg.RedisURL,
 		"REDIS_PREFIX=" + rn.prefix, "LOG_LEVEL=" + rn.cfg.LogLevel})
 	if err != nil {
-		return err
+		return fmt.Errorf("start the gateway: %w", err)
 	}
 	rn.onCleanUp(func() { rn.gateway.stop(15 * time.Second) })
 	if rn.cfg.StatusReads > 0 {
@@ -250,7 +250,7 @@ func (rn *runner) startReceivers(ctx context.Context) error {
 	var err error
 	rn.recv, err = NewReceiver(rn.tracker, rn.idPrefix, rn.cfg.Receiver, rn.cfg.Hosts, rn.custs, signCheckEvery)
 	if err != nil {
-		return err
+		return fmt.Errorf("start the receivers: %w", err)
 	}
 	rn.onCleanUp(rn.recv.Close)
 	if rn.reader != nil {
@@ -258,13 +258,13 @@ func (rn *runner) startReceivers(ctx context.Context) error {
 	}
 	if rn.cfg.Parked > 0 {
 		if rn.dead, err = NewDeadEndpoint(rn.cfg.Hosts); err != nil {
-			return err
+			return fmt.Errorf("start the dead endpoint: %w", err)
 		}
 		rn.onCleanUp(rn.dead.Close)
 	}
 	rn.pub, err = NewPublisher(rn.nc, rn.tracker, rn.idPrefix, rn.custIDs, rn.recv.URLs(), rn.cfg.PadBytes)
 	if err != nil {
-		return err
+		return fmt.Errorf("build the publisher: %w", err)
 	}
 	return rn.pub.EnsureStream(ctx)
 }
@@ -274,7 +274,7 @@ func (rn *runner) startReceivers(ctx context.Context) error {
 func (rn *runner) startFleet(ctx context.Context) error {
 	bin, err := rn.workerBin(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("build the worker: %w", err)
 	}
 	rn.schedule = rn.cfg.RetrySchedule
 	if rn.schedule == "" && rn.cfg.Parked > 0 {
@@ -283,12 +283,12 @@ func (rn *runner) startFleet(ctx context.Context) error {
 	rn.logf("starting %d workers (%s)", rn.cfg.Workers, bin)
 	rn.workers, err = StartWorkers(ctx, bin, rn.dir, rn.cfg.Workers, rn.workerEnv())
 	if err != nil {
-		return err
+		return fmt.Errorf("start the workers: %w", err)
 	}
 	rn.onCleanUp(rn.stopWorkers)
 	js, err := jetstream.New(rn.nc)
 	if err != nil {
-		return err
+		return fmt.Errorf("jetstream: %w", err)
 	}
 	rn.cons, err = js.Consumer(ctx, stream.DefaultConfig().Name, consumerName)
 	if err != nil {

@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"fmt"
+
 	"refonte.ai/callbacks/pkg/email"
 	"refonte.ai/callbacks/pkg/target"
 	"refonte.ai/callbacks/pkg/version"
@@ -22,7 +24,7 @@ func NewTransports(cfg Config) (map[target.Kind]Transport, error) {
 		mailer, err := email.New(email.Config{Addr: cfg.SMTPAddr, From: cfg.SMTPFrom, Username: cfg.SMTPUser,
 			Password: cfg.SMTPPassword, Timeout: cfg.Timeout, UserAgent: userAgent})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("email transport: %w", err)
 		}
 		transports[target.Email] = mailer
 	}
