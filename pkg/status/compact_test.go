@@ -132,6 +132,7 @@ func TestStatus_record_of_a_delivered_task_is_small(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("record of a delivered task: %d bytes of JSON, MEMORY USAGE %d: %s", len(raw), usage, raw)
 	if len(raw) > 200 || usage > 320 {
 		t.Errorf("record of a delivered task: %d bytes, %d bytes of Redis memory; want at most 200 and 320: %s", len(raw), usage, raw)
 	}
