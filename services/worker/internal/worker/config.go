@@ -46,9 +46,6 @@ type Config struct {
 	// EventMaxBytes is the largest event delivered (EVENT_MAX_BYTES); a larger one is refused
 	// as too large and kept with the invalid events.
 	EventMaxBytes int
-	// MaxPayload is the NATS server's max_payload, learnt at connect (0: unknown): no message
-	// can be larger, so every pull may carry at least one of that size.
-	MaxPayload int
 
 	Timeout      time.Duration
 	Schedule     schedule.Schedule
