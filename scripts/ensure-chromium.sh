@@ -13,6 +13,8 @@ set -euo pipefail
 
 say() { printf 'ensure-chromium: %s\n' "$*"; }
 die() { printf 'ensure-chromium: ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 if [ -n "${CHROMIUM_PATH:-}" ]; then
 	command -v "$CHROMIUM_PATH" >/dev/null 2>&1 || die "CHROMIUM_PATH=$CHROMIUM_PATH is not an executable"
@@ -27,20 +29,6 @@ for name in chromium chromium-browser google-chrome; do
 done
 
 say "Chromium is not installed: installing Debian's chromium with apt-get (first run only; a few minutes)"
-command -v apt-get >/dev/null 2>&1 ||
-	die "apt-get is not available: install Chromium yourself (or set CHROMIUM_PATH to one) and run this again; the dashboard's browser tests need it"
-if [ "$(id -u)" -eq 0 ]; then
-	sudo=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-	sudo=(sudo -n)
-else
-	die "installing chromium needs root (or passwordless sudo). Run: sudo apt-get update && sudo apt-get install -y chromium — or set CHROMIUM_PATH to a Chromium or Chrome binary"
-fi
-say "+ apt-get update"
-"${sudo[@]}" apt-get update -qq || die "apt-get update failed"
-say "+ apt-get install -y chromium"
-DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null ||
-	die "apt-get install chromium failed"
-hash -r
+apt_install chromium "install Chromium yourself, or set CHROMIUM_PATH to a Chromium or Chrome binary, and run this again; the dashboard's browser tests need it"
 path="$(command -v chromium 2>/dev/null)" || die "chromium is still not on PATH after apt-get install"
 say "Chromium installed: $path"

@@ -19,6 +19,8 @@ set -euo pipefail
 
 say() { printf 'ensure-redis: %s\n' "$*"; }
 die() { printf 'ensure-redis: ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 url="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 pidfile=""
@@ -83,20 +85,8 @@ esac
 
 if ! command -v redis-server >/dev/null 2>&1; then
 	say "no Redis at $host:$port and redis-server is not installed: installing it with apt-get"
-	command -v apt-get >/dev/null 2>&1 || die "apt-get is not available: install Redis 7 yourself (or set REDIS_URL to a running one) and run this again"
-	if [ "$(id -u)" -eq 0 ]; then
-		sudo=()
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-		sudo=(sudo -n)
-	else
-		die "installing redis-server needs root (or passwordless sudo). Run: sudo apt-get update && sudo apt-get install -y redis-server — or start any Redis at $host:$port"
-	fi
-	say "+ apt-get update"
-	"${sudo[@]}" apt-get update -qq || die "apt-get update failed"
-	say "+ apt-get install -y redis-server"
-	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends redis-server >/dev/null ||
-		die "apt-get install redis-server failed"
-	hash -r
+	apt_install redis-server "install Redis 7 yourself, or start any Redis at $host:$port (or set REDIS_URL to a running one), and run this again" \
+		--no-install-recommends
 	command -v redis-server >/dev/null 2>&1 || die "redis-server is still not on PATH after apt-get install"
 	# The package's own service may have started on the default port.
 	if answers; then

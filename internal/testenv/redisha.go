@@ -204,18 +204,51 @@ func parseInfo(raw string) map[string]string {
 	return m
 }
 
-// waitAnswering waits until every node answers PING.
-func waitAnswering(t testing.TB, nodes []*RedisNode) {
+// startRedisNodeOnFreePorts starts a node on nports ports drawn by freePorts: the first is its
+// port, lines(ports) its configuration. A drawn port is free only until redis-server binds it:
+// servers that other tests (of this package, of other packages, of other checkouts) start at the
+// same time draw from the same range. A node that lost its port that way exits at once saying
+// so, and is started again on other ports; when it returns, the node answers as itself.
+func startRedisNodeOnFreePorts(t testing.TB, name string, nports int, sentinel bool, lines func(ports []int) []string) *RedisNode {
 	t.Helper()
-	for _, n := range nodes {
-		Eventually(t, 20*time.Second, func() bool {
-			c := redis.NewClient(&redis.Options{Addr: n.Addr, DialTimeout: 200 * time.Millisecond})
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			return c.Ping(ctx).Err() == nil
-		}, "redis %s answers", n.Addr)
+	const tries = 5
+	for try := 1; ; try++ {
+		ports := freePorts(t, nports)
+		n := startRedisNode(t, name, ports[0], sentinel, lines(ports)...)
+		if n.waitUp(t, 20*time.Second) {
+			return n
+		}
+		if !n.lostPort() || try == tries {
+			t.Fatalf("redis %s did not start on %s (try %d of %d)", name, n.Addr, try, tries)
+		}
 	}
+}
+
+// waitUp waits until the node answers as itself: INFO's process_id is its pid (a server that
+// took its port answers PING too). It is false when the process ended first, and fails the test
+// after timeout.
+func (n *RedisNode) waitUp(t testing.TB, timeout time.Duration) bool {
+	t.Helper()
+	pid := strconv.Itoa(n.cmd.Process.Pid)
+	up := false
+	Eventually(t, timeout, func() bool {
+		if !n.Alive() {
+			return true
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		m, err := info(ctx, n.Addr, "server")
+		up = err == nil && m["process_id"] == pid
+		return up
+	}, "redis %s answers", n.Addr)
+	return up
+}
+
+// lostPort tells whether the node exited because one of its ports was taken.
+func (n *RedisNode) lostPort() bool {
+	<-n.done
+	b, err := os.ReadFile(n.logPath)
+	return err == nil && strings.Contains(string(b), "Address already in use")
 }
 
 // RedisCluster is a Redis Cluster of three masters with one replica each, on loopback.
@@ -234,22 +267,23 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 	if err != nil {
 		t.Fatalf("redis-cli is not on PATH (it comes with redis-server: apt-get install redis-server): %v", err)
 	}
-	ports := freePorts(t, 12)
 	c := &RedisCluster{t: t}
 	var addrs []string
 	for i := range 6 {
-		n := startRedisNode(t, fmt.Sprintf("cluster-%d", i+1), ports[i], false,
-			"cluster-enabled yes",
-			"cluster-config-file nodes.conf",
-			"cluster-port "+strconv.Itoa(ports[6+i]),
-			"cluster-node-timeout 1500",
-			// A replica may take over whatever its lag: the tests kill masters on purpose.
-			"cluster-replica-validity-factor 0",
-		)
+		// Two ports each: clients', and the cluster bus's.
+		n := startRedisNodeOnFreePorts(t, fmt.Sprintf("cluster-%d", i+1), 2, false, func(ports []int) []string {
+			return []string{
+				"cluster-enabled yes",
+				"cluster-config-file nodes.conf",
+				"cluster-port " + strconv.Itoa(ports[1]),
+				"cluster-node-timeout 1500",
+				// A replica may take over whatever its lag: the tests kill masters on purpose.
+				"cluster-replica-validity-factor 0",
+			}
+		})
 		c.Nodes = append(c.Nodes, n)
 		addrs = append(addrs, n.Addr)
 	}
-	waitAnswering(t, c.Nodes)
 	args := append([]string{"--cluster", "create"}, addrs...)
 	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
@@ -375,21 +409,23 @@ type RedisSentinel struct {
 // sentinels, and the replica is in sync.
 func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	t.Helper()
-	ports := freePorts(t, 5)
 	s := &RedisSentinel{t: t, Master: "refonte"}
-	primary := startRedisNode(t, "primary", ports[0], false)
-	replica := startRedisNode(t, "replica", ports[1], false, fmt.Sprintf("replicaof 127.0.0.1 %d", ports[0]))
+	none := func([]int) []string { return nil }
+	primary := startRedisNodeOnFreePorts(t, "primary", 1, false, none)
+	replica := startRedisNodeOnFreePorts(t, "replica", 1, false, func([]int) []string {
+		return []string{"replicaof " + strings.Replace(primary.Addr, ":", " ", 1)}
+	})
 	s.Data = []*RedisNode{primary, replica}
-	waitAnswering(t, s.Data)
 	for i := range 3 {
-		s.Sentinels = append(s.Sentinels, startRedisNode(t, fmt.Sprintf("sentinel-%d", i+1), ports[2+i], true,
-			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2", s.Master, ports[0]),
-			fmt.Sprintf("sentinel down-after-milliseconds %s 1000", s.Master),
-			fmt.Sprintf("sentinel failover-timeout %s 10000", s.Master),
-			fmt.Sprintf("sentinel parallel-syncs %s 1", s.Master),
-		))
+		s.Sentinels = append(s.Sentinels, startRedisNodeOnFreePorts(t, fmt.Sprintf("sentinel-%d", i+1), 1, true, func([]int) []string {
+			return []string{
+				fmt.Sprintf("sentinel monitor %s %s 2", s.Master, strings.Replace(primary.Addr, ":", " ", 1)),
+				fmt.Sprintf("sentinel down-after-milliseconds %s 1000", s.Master),
+				fmt.Sprintf("sentinel failover-timeout %s 10000", s.Master),
+				fmt.Sprintf("sentinel parallel-syncs %s 1", s.Master),
+			}
+		}))
 	}
-	waitAnswering(t, s.Sentinels)
 	s.WaitAgreed(60 * time.Second)
 	return s
 }

@@ -184,4 +184,31 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format st
 	}
 }
 
+// EventuallyProgressing is Eventually for work of many steps whose count progress reports
+// (requests a receiver answered, attempts recorded): it fails when progress has stood still for
+// stall, or after limit in all. A busy machine makes the steps come slower but they keep coming,
+// so the wait lasts as long as the work does; a system that is stuck still fails within stall.
+func EventuallyProgressing(t testing.TB, stall, limit time.Duration, progress func() int, cond func() bool, format string, args ...any) {
+	t.Helper()
+	start := time.Now()
+	last, lastAt := progress(), start
+	for {
+		if cond() {
+			return
+		}
+		now := time.Now()
+		if p := progress(); p != last {
+			last, lastAt = p, now
+		}
+		switch {
+		case now.Sub(lastAt) > stall:
+			t.Fatalf("condition not met, no progress for %s (at %d after %s): %s", stall, last,
+				now.Sub(start).Round(time.Millisecond), fmt.Sprintf(format, args...))
+		case now.Sub(start) > limit:
+			t.Fatalf("condition not met within %s (progress %d): %s", limit, last, fmt.Sprintf(format, args...))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }

@@ -144,6 +144,36 @@ type Created struct {
 	LiveAPIKey, TestAPIKey string
 }
 
+// CreatedAnswer is the body of the answer to POST /admin/v1/customers: the live credentials
+// under the names they always had, and the test environment's beside them. The gateway writes
+// it and clients of the admin API (the dev stack's demo, the gateway's tests) read it, so the
+// field names live in one place.
+type CreatedAnswer struct {
+	CustomerID          string `json:"customer_id"`
+	APIKey              string `json:"api_key"`
+	CallbackAuthKey     string `json:"callback_auth_key"`
+	SigningSecret       string `json:"signing_secret"`
+	TestAPIKey          string `json:"test_api_key"`
+	TestCallbackAuthKey string `json:"test_callback_auth_key"`
+	TestSigningSecret   string `json:"test_signing_secret"`
+	DefaultCallbackURL  string `json:"default_callback_url"`
+}
+
+// Answer is what the admin API shows of a customer it has just created; the secrets in it are
+// shown this once.
+func (c Created) Answer() CreatedAnswer {
+	return CreatedAnswer{
+		CustomerID:          c.Live.ID,
+		APIKey:              c.LiveAPIKey,
+		CallbackAuthKey:     c.Live.CallbackAuthKey,
+		SigningSecret:       c.Live.SigningSecret,
+		TestAPIKey:          c.TestAPIKey,
+		TestCallbackAuthKey: c.Test.CallbackAuthKey,
+		TestSigningSecret:   c.Test.SigningSecret,
+		DefaultCallbackURL:  c.Live.DefaultCallbackURL,
+	}
+}
+
 // newProfile is a fresh profile of one environment with its own secrets.
 func newProfile(id string, env environment.Env, defaultURL string, now time.Time) (Profile, string) {
 	apiKey := newToken(apiKeyPrefix(env))

@@ -173,31 +173,17 @@ func workerCrash(t *testing.T, n int) {
 	fig := s.figures(t, ids)
 	fig.check(t)
 
-	// The callbacks the dead worker had begun: an attempt logged as interrupted, or delivered
-	// twice. Their last delivery is when the survivor finished the dead worker's work.
-	var begun []string
-	for _, id := range ids {
-		rec := f.record(id)
-		if rec.Attempts > 1 || len(s.okTimes(id)) > 1 {
-			begun = append(begun, id)
-		}
-	}
+	begun, lastBegun := s.takenOver(f, ids)
 	if len(begun) == 0 {
 		t.Fatal("no callback the killed worker held was taken over; the test proves nothing")
 	}
 	// The survivor kept going: the longest pause in deliveries between the kill and the moment
 	// the dead worker's callbacks could come back (NATS_ACK_WAIT), when only the survivor works.
 	pause := s.longestPause(killedAt, s.lastOKBefore(killedAt.Add(3*time.Second)))
-	var lastBegun time.Time
-	for _, id := range begun {
-		if ts := s.okTimes(id); ts[len(ts)-1].After(lastBegun) {
-			lastBegun = ts[len(ts)-1]
-		}
-	}
-	t.Logf("worker SIGKILL: sent %d, delivered %d, duplicated %d, lost %d; %d delivered at the kill; "+
+	t.Logf("worker SIGKILL: %s; %d delivered at the kill; "+
 		"%d callbacks the dead worker had begun, all delivered %s after the kill (NATS_ACK_WAIT 3s); "+
 		"longest pause in deliveries before NATS_ACK_WAIT ran out %s",
-		fig.sent, fig.delivered, fig.duplicated, fig.lost, atKill, len(begun),
+		fig, atKill, len(begun),
 		lastBegun.Sub(killedAt).Round(time.Millisecond), pause.Round(time.Millisecond))
 }
 
@@ -295,11 +281,11 @@ func brokerRestart(t *testing.T, n, flakyN int) {
 	}
 	resumed := s.firstOKAfter(upAt)
 	firstAfter := s.firstOK(second)
-	t.Logf("broker restart: sent %d (%d of them failing their first attempt), delivered %d, duplicated %d, lost %d; "+
+	t.Logf("broker restart: %s (%d of the sent failing their first attempt); "+
 		"%d delivered at the stop; broker down %s; workers ready %s after it came back, delivering again after %s; "+
 		"first callback published after the restart delivered %s after it came back; every retry came %s or more "+
 		"after its failure (schedule %s)",
-		fig.sent, flakyN, fig.delivered, fig.duplicated, fig.lost, atStop, upAt.Sub(stoppedAt).Round(time.Millisecond),
+		fig, flakyN, atStop, upAt.Sub(stoppedAt).Round(time.Millisecond),
 		reconnected.Round(time.Millisecond), resumed.Sub(upAt).Round(time.Millisecond), firstAfter.Sub(upAt).Round(time.Millisecond),
 		s.minRetryGap(flaky).Round(time.Millisecond), firstDelay)
 }
@@ -373,10 +359,10 @@ func clusterLeaderLoss(t *testing.T, n int, cl cluster) {
 	if ci.Config.Replicas != 3 {
 		t.Errorf("consumer replicas = %d, want 3", ci.Config.Replicas)
 	}
-	t.Logf("cluster leader loss: sent %d, delivered %d, duplicated %d, lost %d; %d delivered when stream leader %s "+
+	t.Logf("cluster leader loss: %s; %d delivered when stream leader %s "+
 		"(consumer leader %s) was %s; new stream leader %s elected after %s; first callback published after the "+
 		"loss delivered %s after it; longest pause in deliveries %s",
-		fig.sent, fig.delivered, fig.duplicated, fig.lost, atKill, leader, consumerLeader, cl.how, newLeader,
+		fig, atKill, leader, consumerLeader, cl.how, newLeader,
 		elected.Round(time.Millisecond), s.firstOK(second).Sub(killedAt).Round(time.Millisecond),
 		s.longestPause(killedAt, s.lastOK()).Round(time.Millisecond))
 }
@@ -745,6 +731,27 @@ func (s *sink) figures(t *testing.T, taskIDs []string) figures {
 		fig.duplicated += ok - 1
 	}
 	return fig
+}
+
+// String is how every scenario's closing note starts.
+func (fig figures) String() string {
+	return fmt.Sprintf("sent %d, delivered %d, duplicated %d, lost %d", fig.sent, fig.delivered, fig.duplicated, fig.lost)
+}
+
+// takenOver is, of the tasks sent, those a killed worker had begun and a survivor finished: an
+// attempt logged as interrupted, or a second 2xx at the receiver. last is the latest of their
+// deliveries, when the survivors had finished the dead worker's work.
+func (s *sink) takenOver(f *fleet, taskIDs []string) (begun []string, last time.Time) {
+	for _, id := range taskIDs {
+		oks := s.okTimes(id)
+		if f.record(id).Attempts > 1 || len(oks) > 1 {
+			begun = append(begun, id)
+			if len(oks) > 0 && oks[len(oks)-1].After(last) {
+				last = oks[len(oks)-1]
+			}
+		}
+	}
+	return begun, last
 }
 
 func (fig figures) check(t *testing.T) {

@@ -121,9 +121,9 @@ func clusterFleetNoFaults(t *testing.T, n int) {
 		info := consumerInfo(t, rig.js)
 		return fmt.Sprintf("ack pending %d, pending %d, redelivered %d", info.NumAckPending, info.NumPending, info.NumRedelivered)
 	}))
-	t.Logf("four workers on three nodes, R3, no faults: sent %d, requests at the receiver %d, delivered %d, "+
-		"duplicated %d, lost %d; all recorded succeeded %s after the first publish; deliveries per worker %v",
-		fig.sent, requests, fig.delivered, fig.duplicated, fig.lost, elapsed.Round(time.Millisecond), perWorker)
+	t.Logf("four workers on three nodes, R3, no faults: %s; requests at the receiver %d; "+
+		"all recorded succeeded %s after the first publish; deliveries per worker %v",
+		fig, requests, elapsed.Round(time.Millisecond), perWorker)
 }
 
 // clusterFleetKill sends n callbacks through the four workers and, when a quarter is delivered
@@ -181,19 +181,8 @@ func clusterFleetKill(t *testing.T, n int) {
 	fig := s.figures(t, ids)
 	fig.check(t)
 
-	// The callbacks the dead worker had begun come back to the survivors after NATS_ACK_WAIT:
-	// an attempt logged as interrupted, or a second 2xx at the receiver.
-	var begun []string
-	var lastBegun time.Time
-	for _, id := range ids {
-		oks := s.okTimes(id)
-		if f.record(id).Attempts > 1 || len(oks) > 1 {
-			begun = append(begun, id)
-			if len(oks) > 0 && oks[len(oks)-1].After(lastBegun) {
-				lastBegun = oks[len(oks)-1]
-			}
-		}
-	}
+	// The callbacks the dead worker had begun come back to the survivors after NATS_ACK_WAIT.
+	begun, lastBegun := s.takenOver(f, ids)
 	if len(begun) == 0 {
 		t.Fatal("no callback the killed worker held was taken over; the test proves nothing")
 	}
@@ -201,12 +190,12 @@ func clusterFleetKill(t *testing.T, n int) {
 		info := consumerInfo(t, js)
 		return info.NumAckPending == 0 && info.NumPending == 0
 	}, "every message is acknowledged on the surviving nodes")
-	t.Logf("worker + stream leader SIGKILL (four workers, three nodes, R3): sent %d, delivered %d, duplicated %d, "+
-		"lost %d; %d delivered at the kill of stream leader %s (consumer leader %s) and one worker; new stream "+
+	t.Logf("worker + stream leader SIGKILL (four workers, three nodes, R3): %s; "+
+		"%d delivered at the kill of stream leader %s (consumer leader %s) and one worker; new stream "+
 		"leader %s after %s; first callback published after the kill delivered %s after it; the dead worker had %d "+
 		"deliveries in flight, %d callbacks it had begun, all delivered %s after the kill (NATS_ACK_WAIT %s); longest "+
 		"pause in deliveries %s",
-		fig.sent, fig.delivered, fig.duplicated, fig.lost, atKill, leader, consumerLeader, newLeader,
+		fig, atKill, leader, consumerLeader, newLeader,
 		elected.Round(time.Millisecond), s.firstOK(second).Sub(killedAt).Round(time.Millisecond), held, len(begun),
 		lastBegun.Sub(killedAt).Round(time.Millisecond), f.env["NATS_ACK_WAIT"],
 		s.longestPause(killedAt, s.lastOK()).Round(time.Millisecond))

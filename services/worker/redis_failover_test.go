@@ -115,10 +115,10 @@ func redisFailover(t *testing.T, shape string, n int) {
 	w.stop()
 	fig := s.figures(t, ids)
 	fig.check(t)
-	t.Logf("redis %s failover: sent %d, delivered %d, duplicated %d, lost %d; %d delivered at the SIGKILL; "+
+	t.Logf("redis %s failover: %s; %d delivered at the SIGKILL; "+
 		"another node serves the keys %s after it, first status recorded after it (of %d published after it) %s, longest pause in deliveries %s; "+
 		"%d status reads, no succeeded status ever read otherwise",
-		shape, fig.sent, fig.delivered, fig.duplicated, fig.lost, atKill, promoted.Round(time.Millisecond),
+		shape, fig, atKill, promoted.Round(time.Millisecond),
 		len(second), recorded.Round(time.Millisecond), s.longestPause(killedAt, s.lastOK()).Round(time.Millisecond), w.reads())
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/services/devstack/internal/keyfile"
@@ -159,16 +160,7 @@ func (d *runner) ensureCustomer(ctx context.Context) error {
 	}
 	switch code {
 	case http.StatusCreated:
-		var c struct {
-			CustomerID          string `json:"customer_id"`
-			APIKey              string `json:"api_key"`
-			CallbackAuthKey     string `json:"callback_auth_key"`
-			SigningSecret       string `json:"signing_secret"`
-			TestAPIKey          string `json:"test_api_key"`
-			TestCallbackAuthKey string `json:"test_callback_auth_key"`
-			TestSigningSecret   string `json:"test_signing_secret"`
-			DefaultCallbackURL  string `json:"default_callback_url"`
-		}
+		var c customer.CreatedAnswer
 		if err := json.Unmarshal(resp, &c); err != nil || c.APIKey == "" || c.SigningSecret == "" || c.CallbackAuthKey == "" {
 			return fmt.Errorf("create the demo customer: unexpected answer %s", excerpt(resp))
 		}

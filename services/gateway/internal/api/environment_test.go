@@ -212,11 +212,7 @@ func TestEnvironments_recovery_stays_in_its_environment(t *testing.T) {
 	h.startWorker(map[string]string{"CALLBACK_RETRY_SCHEDULE": recoverySchedule})
 	since := time.Now().Add(-time.Second)
 	var healthy atomic.Bool
-	rc := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
-		if !healthy.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-	})
+	rc := testenv.NewReceiver(t, downWhile(&healthy))
 	c := h.createCustomer("cust_rec", rc.URL)
 	ids := []string{"t_1", "t_2", "t_3"}
 	for _, id := range ids {

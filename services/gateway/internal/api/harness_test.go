@@ -288,20 +288,8 @@ func (h *harness) as(apiKey, method, path string, body any) response {
 	return h.do(method, path, body, basic(apiKey))
 }
 
-// created is the admin API's answer.
-type created struct {
-	CustomerID          string `json:"customer_id"`
-	APIKey              string `json:"api_key"`
-	CallbackAuthKey     string `json:"callback_auth_key"`
-	SigningSecret       string `json:"signing_secret"`
-	TestAPIKey          string `json:"test_api_key"`
-	TestCallbackAuthKey string `json:"test_callback_auth_key"`
-	TestSigningSecret   string `json:"test_signing_secret"`
-	DefaultCallbackURL  string `json:"default_callback_url"`
-}
-
 // createCustomer creates a customer through the admin API.
-func (h *harness) createCustomer(id, defaultURL string) created {
+func (h *harness) createCustomer(id, defaultURL string) customer.CreatedAnswer {
 	h.t.Helper()
 	res := h.do("POST", "/admin/v1/customers",
 		map[string]string{"customer_id": id, "default_callback_url": defaultURL}, bearer(h.adminToken))
@@ -309,7 +297,7 @@ func (h *harness) createCustomer(id, defaultURL string) created {
 		h.t.Fatalf("create customer %s: %d %s", id, res.Code, res.Body)
 	}
 	h.checkSchema("CustomerCreated", res.Body)
-	var c created
+	var c customer.CreatedAnswer
 	if err := json.Unmarshal(res.Body, &c); err != nil {
 		h.t.Fatal(err)
 	}

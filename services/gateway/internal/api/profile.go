@@ -171,19 +171,6 @@ func (a *API) announce(ctx context.Context, customerID string) {
 	}
 }
 
-// createdCustomer is the answer of POST /admin/v1/customers: the live credentials under the
-// names they always had, and the test environment's beside them.
-type createdCustomer struct {
-	CustomerID          string `json:"customer_id"`
-	APIKey              string `json:"api_key"`
-	CallbackAuthKey     string `json:"callback_auth_key"`
-	SigningSecret       string `json:"signing_secret"`
-	TestAPIKey          string `json:"test_api_key"`
-	TestCallbackAuthKey string `json:"test_callback_auth_key"`
-	TestSigningSecret   string `json:"test_signing_secret"`
-	DefaultCallbackURL  string `json:"default_callback_url"`
-}
-
 func (a *API) createCustomer(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		CustomerID         string `json:"customer_id"`
@@ -215,16 +202,7 @@ func (a *API) createCustomer(w http.ResponseWriter, r *http.Request) {
 		info.customerID = c.Live.ID
 	}
 	a.announce(r.Context(), c.Live.ID)
-	writeJSON(w, http.StatusCreated, createdCustomer{
-		CustomerID:          c.Live.ID,
-		APIKey:              c.LiveAPIKey,
-		CallbackAuthKey:     c.Live.CallbackAuthKey,
-		SigningSecret:       c.Live.SigningSecret,
-		TestAPIKey:          c.TestAPIKey,
-		TestCallbackAuthKey: c.Test.CallbackAuthKey,
-		TestSigningSecret:   c.Test.SigningSecret,
-		DefaultCallbackURL:  c.Live.DefaultCallbackURL,
-	})
+	writeJSON(w, http.StatusCreated, c.Answer())
 }
 
 // testEnvironmentView is the answer of POST /admin/v1/customers/{customerId}/test-environment.

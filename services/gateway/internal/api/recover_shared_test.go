@@ -26,13 +26,9 @@ func failedWindow(h *harness, customerID, prefix string, n int) ([]string, *test
 	h.t.Helper()
 	since := time.Now().Add(-time.Second)
 	var healthy atomic.Bool
-	rc := testenv.NewReceiver(h.t, func(_ int, w http.ResponseWriter, _ *http.Request) {
-		if !healthy.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-	})
+	rc := testenv.NewReceiver(h.t, downWhile(&healthy))
 	ids := h.publishN(customerID, prefix, n, rc.URL)
-	h.waitStates(customerID, ids, status.Failed, 60*time.Second)
+	h.waitFailed(customerID, ids, rc)
 	healthy.Store(true)
 	return ids, rc, since
 }

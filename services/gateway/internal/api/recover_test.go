@@ -16,6 +16,22 @@ import (
 // recoverySchedule fails a delivery's 21 attempts in about a quarter of a second.
 var recoverySchedule = strings.TrimSuffix(strings.Repeat("10ms,", 20), ",")
 
+// downStatus is how the recovery tests' endpoints fail: an answer that says nothing about the
+// endpoint's capacity. A 5xx or a 429 reads as overload, and the worker's adaptive limit then holds
+// the endpoint to one delivery at a time: the windows these tests fail (up to 300 tasks of 21
+// attempts each) would be tried one attempt after another, and how long they take to fail would
+// depend on how busy the machine is.
+const downStatus = http.StatusNotFound
+
+// downWhile answers downStatus while healthy is false, and 200 once it is true.
+func downWhile(healthy *atomic.Bool) func(int, http.ResponseWriter, *http.Request) {
+	return func(_ int, w http.ResponseWriter, _ *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(downStatus)
+		}
+	}
+}
+
 // recoveryView is GET /v1/callbacks/recover/{id}.
 type recoveryView struct {
 	ID        string `json:"id"`
@@ -84,23 +100,43 @@ func (h *harness) publishN(customerID, prefix string, n int, callbackURL string)
 	return ids
 }
 
-// waitStates waits until every task is in state, reading the status store directly: polling
-// hundreds of tasks through the API would load the machine more than the test does.
+// waitStates waits until every task is in state.
 func (h *harness) waitStates(customerID string, ids []string, state status.State, timeout time.Duration) {
 	h.t.Helper()
+	all, counts := h.allIn(customerID, ids, state)
+	testenv.Eventually(h.t, timeout, all, "all %d tasks of %s %s (now %v)", len(ids), customerID, state,
+		latest(func() any { return *counts }))
+}
+
+// waitFailed waits until every task is failed, while their endpoint rc keeps receiving their
+// attempts. Each task takes 21 attempts to fail, hundreds of tasks thousands: how long that takes
+// depends on how busy the machine is, so the wait gives up when the attempts stop coming, not
+// after a fixed time.
+func (h *harness) waitFailed(customerID string, ids []string, rc *testenv.Receiver) {
+	h.t.Helper()
+	all, counts := h.allIn(customerID, ids, status.Failed)
+	testenv.EventuallyProgressing(h.t, 20*time.Second, 5*time.Minute, rc.Count, all,
+		"all %d tasks of %s failed (now %v)", len(ids), customerID, latest(func() any { return *counts }))
+}
+
+// allIn reads the tasks' states from the status store directly (polling hundreds of tasks
+// through the API would load the machine more than the test does) and tells whether all are in
+// state; counts holds what the last read found.
+func (h *harness) allIn(customerID string, ids []string, state status.State) (all func() bool, counts *map[status.State]int) {
 	st := status.NewStore(h.rdb, h.prefix, h.cfg.Retention)
-	var counts map[status.State]int
-	testenv.Eventually(h.t, timeout, func() bool {
+	counts = new(map[status.State]int)
+	return func() bool {
 		briefs, err := st.Briefs(h.t.Context(), customerID, environment.Live, ids)
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		counts = map[status.State]int{}
+		m := map[status.State]int{}
 		for _, b := range briefs {
-			counts[b.State]++
+			m[b.State]++
 		}
-		return counts[state] == len(ids)
-	}, "all %d tasks of %s %s (now %v)", len(ids), customerID, state, latest(func() any { return counts }))
+		*counts = m
+		return m[state] == len(ids)
+	}, counts
 }
 
 // deliveriesByWebhookID counts requests by webhook-id.
@@ -135,14 +171,9 @@ func TestRecover_redelivers_a_failed_window_once_each_paced_while_others_flow(t 
 	since := time.Now().Add(-time.Second)
 
 	var healthy atomic.Bool
-	down := func(_ int, w http.ResponseWriter, _ *http.Request) {
-		if !healthy.Load() {
-			w.WriteHeader(http.StatusInternalServerError)
-		}
-	}
-	endpointA := testenv.NewReceiver(t, down)
+	endpointA := testenv.NewReceiver(t, downWhile(&healthy))
 	okA := testenv.NewReceiver(t, nil)
-	oldB := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	oldB := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(downStatus) })
 	freshB := testenv.NewReceiver(t, nil)
 	a := h.createCustomer("cust_a", endpointA.URL)
 	b := h.createCustomer("cust_b", "")
@@ -150,9 +181,9 @@ func TestRecover_redelivers_a_failed_window_once_each_paced_while_others_flow(t 
 	failedA := h.publishN(a.CustomerID, "down", n, "")
 	succeededA := h.publishN(a.CustomerID, "fine", 5, okA.URL)
 	failedB := h.publishN(b.CustomerID, "old", 10, oldB.URL)
-	h.waitStates(a.CustomerID, failedA, status.Failed, 60*time.Second)
+	h.waitFailed(a.CustomerID, failedA, endpointA)
 	h.waitStates(a.CustomerID, succeededA, status.Succeeded, 10*time.Second)
-	h.waitStates(b.CustomerID, failedB, status.Failed, 10*time.Second)
+	h.waitFailed(b.CustomerID, failedB, oldB)
 	before := endpointA.Count()
 	if before != 21*n || oldB.Count() != 21*10 || okA.Count() != 5 {
 		t.Fatalf("before the recovery: %d, %d and %d requests, want %d, %d and 5", before, oldB.Count(), okA.Count(), 21*n, 21*10)
@@ -215,14 +246,10 @@ func TestRecover_overlapping_recoveries_resend_each_callback_once(t *testing.T) 
 	h.startWorker(map[string]string{"CALLBACK_RETRY_SCHEDULE": recoverySchedule, "WORKER_HOST_CONCURRENCY": "1000"})
 	since := time.Now().Add(-time.Second)
 	var healthy atomic.Bool
-	rc := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
-		if !healthy.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-	})
+	rc := testenv.NewReceiver(t, downWhile(&healthy))
 	c := h.createCustomer("cust_a", rc.URL)
 	ids := h.publishN(c.CustomerID, "t", n, "")
-	h.waitStates(c.CustomerID, ids, status.Failed, 30*time.Second)
+	h.waitFailed(c.CustomerID, ids, rc)
 	before := rc.Count()
 	healthy.Store(true)
 
@@ -253,14 +280,10 @@ func TestRecover_resumes_on_the_next_gateway_after_a_stop(t *testing.T) {
 	h.startWorker(map[string]string{"CALLBACK_RETRY_SCHEDULE": recoverySchedule, "WORKER_HOST_CONCURRENCY": "1000"})
 	since := time.Now().Add(-time.Second)
 	var healthy atomic.Bool
-	rc := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
-		if !healthy.Load() {
-			w.WriteHeader(http.StatusInternalServerError)
-		}
-	})
+	rc := testenv.NewReceiver(t, downWhile(&healthy))
 	c := h.createCustomer("cust_a", rc.URL)
 	ids := h.publishN(c.CustomerID, "t", n, "")
-	h.waitStates(c.CustomerID, ids, status.Failed, 30*time.Second)
+	h.waitFailed(c.CustomerID, ids, rc)
 	before := rc.Count()
 	healthy.Store(true)
 
