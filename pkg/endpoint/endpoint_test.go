@@ -86,7 +86,7 @@ func newFixture(t *testing.T) fixture {
 // observe records one attempt's outcome the way the worker does: attached to its status write.
 func (f fixture) observe(t *testing.T, task string, chain uint64, ok bool, at time.Time) endpoint.Verdict {
 	t.Helper()
-	d := status.Delivery{CustomerID: "c1", TaskID: task, WebhookID: "w" + task, Task: []byte(`{}`), Chain: chain}
+	d := status.Delivery{CustomerID: "c1", TaskID: task, WebhookID: "w" + task, Chain: chain}
 	b, err := f.statuses.Begin(ctx, d, "https://x.example/", 100, at)
 	if err != nil {
 		t.Fatal(err)

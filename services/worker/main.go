@@ -52,6 +52,10 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer conns.close()
+	if maxPayload := conns.nc.MaxPayload(); int64(cfg.EventMaxBytes) > maxPayload {
+		log.Warn("EVENT_MAX_BYTES is above the NATS server's max_payload: no event that large can be published",
+			zap.Int("event_max_bytes", cfg.EventMaxBytes), zap.Int64("max_payload", maxPayload))
+	}
 	reg := prometheus.NewRegistry()
 	w, err := build(ctx, cfg, conns, reg, log)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/services/gateway/internal/recovery"
 )
 
@@ -50,6 +51,12 @@ type resender interface {
 	Resend(ctx context.Context, ev event.Event, webhookID string) (uint64, error)
 }
 
+// originals reads back the stream message that carried a delivery, where a task's event is kept
+// (Redis keeps only its sequence); a message past the stream's retention answers stream.ErrGone.
+type originals interface {
+	Get(ctx context.Context, seq uint64) (stream.Original, error)
+}
+
 // Announcer tells the workers that a customer's profile changed, so they drop their cached copy
 // and the next callback carries the new key or goes to the new default URL.
 type Announcer interface {
@@ -61,6 +68,8 @@ type Deps struct {
 	Customers profileStore
 	Status    statusStore
 	Resender  resender
+	// Originals reads tasks' events from the stream.
+	Originals originals
 	Announcer Announcer
 	// Checks are the dependencies /readyz probes.
 	Checks map[string]health.Check
@@ -107,7 +116,7 @@ type Route struct {
 // New builds the API. Routes of the admin API exist only when cfg.AdminToken is set. It is long
 // because it holds the route table: every method and path the gateway serves, read in one place.
 func New(cfg Config, d Deps) (*API, error) {
-	if d.Customers == nil || d.Status == nil || d.Resender == nil || d.Announcer == nil || d.Log == nil {
+	if d.Customers == nil || d.Status == nil || d.Resender == nil || d.Originals == nil || d.Announcer == nil || d.Log == nil {
 		return nil, errors.New("api: missing dependency")
 	}
 	if d.Registry == nil {

@@ -31,6 +31,7 @@ import (
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/schemas"
 	"refonte.ai/callbacks/services/gateway/internal/api"
 	"refonte.ai/callbacks/services/gateway/internal/recovery"
@@ -124,6 +125,7 @@ func (h *harness) startStoppableGateway(rdb redis.UniversalClient, log *zap.Logg
 		Customers:  customer.NewStore(rdb, h.prefix),
 		Status:     statuses,
 		Resender:   h.pub,
+		Originals:  stream.NewOriginals(h.js, h.cfg.Stream.Name),
 		Announcer:  api.NATSAnnouncer{Conn: h.nc},
 		Checks:     map[string]health.Check{"nats": health.NATS(h.nc), "redis": health.Redis(rdb)},
 		Log:        log,

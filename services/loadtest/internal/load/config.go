@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"refonte.ai/callbacks/pkg/event"
 )
 
 // Config is one load run.
@@ -128,6 +130,10 @@ func (c Config) Validate() error {
 	check(c.Workers < 1 || c.Workers > 64, "-workers %d: want 1 to 64", c.Workers)
 	check(c.Customers < 1 || c.Customers > 10_000, "-customers %d: want 1 to 10000", c.Customers)
 	check(c.Hosts < 1 || c.Hosts > 256, "-hosts %d: want 1 to 256", c.Hosts)
+	// An event must stay under the workers' EVENT_MAX_BYTES (and NATS's max_payload), both
+	// 1 MiB by default; the rest of a task is well under 4 KiB.
+	check(c.PadBytes < 0 || c.PadBytes > event.DefaultMaxSize-4<<10, "-pad %d: want 0 to %d (events up to EVENT_MAX_BYTES, 1 MiB)",
+		c.PadBytes, event.DefaultMaxSize-4<<10)
 	check(c.SideRate < 0 || c.SideRate > 10_000, "-side-rate %g: want 0 to 10000", c.SideRate)
 	check(c.Rate < 0, "-rate %g: want 0 (as fast as possible) or more", c.Rate)
 	check(c.Duration <= 0 && c.Count <= 0, "set -duration or -count: a run must be bounded")

@@ -8,6 +8,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/config"
 	"refonte.ai/callbacks/pkg/env"
+	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/schedule"
 	"refonte.ai/callbacks/pkg/stream"
 )
@@ -41,6 +42,10 @@ type Config struct {
 	MaxHeld      int
 	MaxHeldBytes int
 	HostQueue    int
+
+	// EventMaxBytes is the largest event delivered (EVENT_MAX_BYTES); a larger one is refused
+	// as too large and kept with the invalid events.
+	EventMaxBytes int
 
 	Timeout      time.Duration
 	Schedule     schedule.Schedule
@@ -92,6 +97,8 @@ func LoadConfig(r *env.Reader) (Config, error) {
 		MaxHeld:      r.Int("WORKER_MAX_HELD", 8192),
 		MaxHeldBytes: r.Int("WORKER_MAX_HELD_BYTES", 64<<20),
 		HostQueue:    r.Int("WORKER_HOST_QUEUE", 4096),
+
+		EventMaxBytes: r.Int("EVENT_MAX_BYTES", event.DefaultMaxSize),
 
 		Timeout:      r.Duration("CALLBACK_TIMEOUT", 30*time.Second),
 		AllowPrivate: r.Bool("CALLBACK_ALLOW_PRIVATE", false),
@@ -165,6 +172,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeldBytes < 1<<20 {
 		fail("WORKER_MAX_HELD_BYTES=%d: want at least 1048576", c.MaxHeldBytes)
+	}
+	if c.EventMaxBytes < 1024 || c.EventMaxBytes > event.MaxSizeLimit {
+		fail("EVENT_MAX_BYTES=%d: want 1024 to %d", c.EventMaxBytes, event.MaxSizeLimit)
+	} else if c.EventMaxBytes > c.MaxHeldBytes {
+		fail("EVENT_MAX_BYTES=%d: want at most WORKER_MAX_HELD_BYTES (%d), so that the window holds an event of that size", c.EventMaxBytes, c.MaxHeldBytes)
 	}
 	if c.HostQueue < 1 || c.HostQueue > c.MaxHeld {
 		fail("WORKER_HOST_QUEUE=%d: want 1 to WORKER_MAX_HELD (%d)", c.HostQueue, c.MaxHeld)

@@ -18,9 +18,11 @@ import (
 	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/environment"
+	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/services/worker/internal/worker"
 )
 
@@ -207,4 +209,18 @@ func (h *harness) consumerInfo() *jetstream.ConsumerInfo {
 		h.t.Fatal(err)
 	}
 	return info
+}
+
+// original reads back and decodes the stream message a status names (its chain).
+func (h *harness) original(rec status.Record) event.Event {
+	h.t.Helper()
+	m, err := stream.NewOriginals(h.js, h.cfg.Stream.Name).Get(context.Background(), rec.Chain)
+	if err != nil {
+		h.t.Fatalf("reading message %d of task %s: %v", rec.Chain, rec.TaskID, err)
+	}
+	ev, err := event.Decode(m.Data)
+	if err != nil || ev.TaskID != rec.TaskID || ev.CustomerID != rec.CustomerID {
+		h.t.Fatalf("message %d is task %s of %s (%v), want %s of %s", rec.Chain, ev.TaskID, ev.CustomerID, err, rec.TaskID, rec.CustomerID)
+	}
+	return ev
 }

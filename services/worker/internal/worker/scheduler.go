@@ -74,22 +74,22 @@ func newScheduler(maxHeld int, maxBytes int64, hostQueue, slots int, newLimit fu
 	return s
 }
 
-// waitRoom blocks until the window has room for at least one message and returns how many;
-// false once ctx has ended.
-func (s *scheduler) waitRoom(ctx context.Context) (int, bool) {
+// waitRoom blocks until the window has room for at least one message and returns how many, and
+// how many payload bytes; false once ctx has ended.
+func (s *scheduler) waitRoom(ctx context.Context) (int, int, bool) {
 	for ctx.Err() == nil {
 		s.mu.Lock()
-		room := s.maxHeld - s.held
+		room, roomBytes := s.maxHeld-s.held, s.maxBytes-s.heldBytes
 		s.mu.Unlock()
 		if room > 0 {
-			return room, true
+			return room, int(max(roomBytes, 0)), true
 		}
 		select {
 		case <-ctx.Done():
 		case <-s.room:
 		}
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 // hold counts a message taken from the stream into the window. It refuses one whose payload
