@@ -11,6 +11,12 @@
 #                               settings: 20,000 to one host, 40,000 to 16 hosts (SCHED_REPEAT times
 #                               each), a 40,000 burst to one host with a second customer at 100/s,
 #                               and a 100,000 backlog to one host (worker peak RSS)
+#   scripts/bench.sh memory     what a task costs to keep: Redis used_memory growth over MEMORY_TASKS
+#                               (20000) delivered ~450-byte events, divided by their number, on a
+#                               redis-server of its own with the default configuration (always
+#                               private: PRIVATE_REDIS is forced); the report shows nats-server's memory too
+#   scripts/bench.sh streamcost what holding STREAM_MESSAGES (2500000) events of ~450 bytes costs
+#                               nats-server: disk, RSS, random direct gets, restart time
 #
 # Needs Redis at $REDIS_URL (default redis://127.0.0.1:6379/0; keys go under a prefix of each
 # run's own and are deleted afterwards), or PRIVATE_REDIS=1 to start a redis-server of its own on
@@ -31,6 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what=${1:-all}
+if [ "$what" = memory ]; then PRIVATE_REDIS=1; fi
 OUT=${BENCH_OUT:-${TMPDIR:-/tmp}/refonte-bench/$(date +%Y%m%d-%H%M%S)}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 PRIVATE_REDIS=${PRIVATE_REDIS:-0}
@@ -139,7 +146,7 @@ soak() {
   go build -o "$OUT/bin/loadtest" ./services/loadtest
   go build -o "$OUT/bin/worker" ./services/worker
   go build -o "$OUT/bin/nats-server" github.com/nats-io/nats-server/v2
-  echo "== soak: ${SOAK_RATE:-3000}/s for ${SOAK_DURATION:-10m} (Redis grows by ~2.2 KB per callback until the end)"
+  echo "== soak: ${SOAK_RATE:-3000}/s for ${SOAK_DURATION:-10m} (Redis grows by ~0.5 KB per callback until the end)"
   # shellcheck disable=SC2086
   "$OUT/bin/loadtest" -worker-bin "$OUT/bin/worker" -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" $LOAD_FLAGS \
     -label "soak${SOAK_RATE:-3000}" -rate "${SOAK_RATE:-3000}" -duration "${SOAK_DURATION:-10m}" -sample 10s \
@@ -184,11 +191,40 @@ for f in sorted(out.glob("*.json")):
 PY
 }
 
+memory() {
+  go build -o "$OUT/bin/loadtest" ./services/loadtest
+  go build -o "$OUT/bin/worker" ./services/worker
+  go build -o "$OUT/bin/gateway" ./services/gateway
+  go build -o "$OUT/bin/nats-server" github.com/nats-io/nats-server/v2
+  n=${MEMORY_TASKS:-20000}
+  echo "== memory: $n callbacks of ~450-byte events; Redis $(redis-cli -u "$REDIS_URL" info server | grep -m1 redis_version | tr -d '\r')," \
+    "hash-max-listpack-value $(redis-cli -u "$REDIS_URL" config get hash-max-listpack-value | tail -1)"
+  # shellcheck disable=SC2086
+  "$OUT/bin/loadtest" -worker-bin "$OUT/bin/worker" -gateway-bin "$OUT/bin/gateway" -nats-bin "$OUT/bin/nats-server" \
+    -redis-url "$REDIS_URL" $LOAD_FLAGS -label "memory$n" -rate 0 -duration 0 -count "$n" -json "$OUT/memory.json" | tee "$OUT/memory.txt"
+  python3 - "$OUT/memory.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+per = r["redis"]["bytes_per_task"]
+print(f'== Redis per delivered task: {per:.0f} bytes ({r["redis"]["used_memory_delta_bytes"]} bytes over {r["delivered"]} tasks); '
+      f'target at most 600: {"met" if per <= 600 else "NOT met"}')
+PY
+}
+
+streamcost() {
+  go build -o "$OUT/bin/nats-server" github.com/nats-io/nats-server/v2
+  go build -o "$OUT/bin/streamcost" ./services/loadtest/streamcost
+  echo "== stream cost: ${STREAM_MESSAGES:-2500000} messages of ~450 bytes"
+  "$OUT/bin/streamcost" -bin "$OUT/bin/nats-server" -n "${STREAM_MESSAGES:-2500000}" 2>"$OUT/streamcost.nats.log" | tee "$OUT/streamcost.txt"
+}
+
 case $what in
+  memory) memory ;;
+  streamcost) streamcost ;;
   scheduler) scheduler ;;
   micro) micro ;;
   load) loadruns ;;
   soak) soak ;;
   all) micro; loadruns ;;
-  *) echo "usage: $0 [all|micro|load|soak|scheduler]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|micro|load|soak|scheduler|memory|streamcost]" >&2; exit 2 ;;
 esac

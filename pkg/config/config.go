@@ -121,7 +121,9 @@ func (s *Shared) setDefaults() {
 		s.Stream.Replicas = def.Replicas
 	}
 	if s.Stream.MaxAge == 0 {
-		s.Stream.MaxAge = def.MaxAge
+		// The stream keeps each task's event for as long as its status lives (see
+		// StreamCoversRetention); with the default retention this is stream.DefaultMaxAge.
+		s.Stream.MaxAge = s.Retention + def.MaxAge - status.DefaultRetention
 	}
 	if s.Stream.Duplicates == 0 {
 		s.Stream.Duplicates = def.Duplicates
@@ -159,6 +161,24 @@ func (s Shared) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// minStreamMargin is how much longer than the status retention the stream must keep a message:
+// a status is renewed by each attempt of its delivery, up to a day after the message was
+// published (the retry schedule), and lives the retention from then.
+const minStreamMargin = 25 * time.Hour
+
+// Warnings lists settings that are valid but cost something: a stream that drops messages before
+// their statuses expire leaves tasks whose status is readable but whose event (GET /v1/task, the
+// dashboard's body, resend) is gone.
+func (s Shared) Warnings() []string {
+	var out []string
+	if s.Stream.MaxAge < s.Retention+minStreamMargin {
+		out = append(out, fmt.Sprintf("NATS_STREAM_MAX_AGE=%s is shorter than STATUS_RETENTION=%s plus %s: "+
+			"tasks older than that keep their status, but their event can no longer be read or resent",
+			s.Stream.MaxAge, s.Retention, minStreamMargin))
+	}
+	return out
 }
 
 // checkRedisURL accepts the forms pkg/conn connects to: redis:// and rediss:// (standalone),

@@ -101,3 +101,19 @@ func TestLoad_refuses_a_GOGC_that_is_not_a_number(t *testing.T) {
 		t.Errorf("GOGC=lots: %v", err)
 	}
 }
+
+// The stream keeps each task's event as long as its status lives: its default follows the
+// retention, and a shorter one is valid but named.
+func TestLoad_stream_max_age_covers_the_retention(t *testing.T) {
+	s := config.Load(env.FromMap(map[string]string{"STATUS_RETENTION": "48h"}), config.Defaults{})
+	if s.Stream.MaxAge != 96*time.Hour || len(s.Warnings()) != 0 {
+		t.Errorf("48h retention: stream max age %s, warnings %v; want 96h, none", s.Stream.MaxAge, s.Warnings())
+	}
+	s = config.Load(env.FromMap(map[string]string{"NATS_STREAM_MAX_AGE": "72h"}), config.Defaults{})
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if w := s.Warnings(); len(w) != 1 || !strings.Contains(w[0], "NATS_STREAM_MAX_AGE=72h0m0s") {
+		t.Errorf("72h stream with a 30-day retention: warnings %v", w)
+	}
+}

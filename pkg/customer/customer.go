@@ -21,6 +21,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/signing"
 )
@@ -41,10 +42,16 @@ type Profile struct {
 	Env                environment.Env `json:"environment"`
 	DefaultCallbackURL string          `json:"default_callback_url"`
 	CallbackAuthKey    string          `json:"callback_auth_key"`
-	SigningSecret      string          `json:"-"`
-	PreviousSecret     string          `json:"-"`
-	PreviousSecretEnds time.Time       `json:"-"`
-	CreatedAt          time.Time       `json:"created_at"`
+	// AlertEmail receives the failure alerts of the environment's endpoints; "" for none.
+	AlertEmail string `json:"alert_email"`
+	// AutoPause lets the workers pause an endpoint after long uninterrupted failure.
+	AutoPause bool `json:"auto_pause"`
+	// Paused are the endpoints whose callbacks are held, by endpoint (package endpoint).
+	Paused             map[string]endpoint.Pause `json:"-"`
+	SigningSecret      string                    `json:"-"`
+	PreviousSecret     string                    `json:"-"`
+	PreviousSecretEnds time.Time                 `json:"-"`
+	CreatedAt          time.Time                 `json:"created_at"`
 	// Version grows with every change, so a cached copy can tell it is stale.
 	Version    int64 `json:"-"`
 	apiKeyHash string
@@ -304,6 +311,18 @@ func (s *Store) read(ctx context.Context, id string, env environment.Env) (Profi
 		SigningSecret:      m["signing_secret"],
 		PreviousSecret:     m["previous_signing_secret"],
 		apiKeyHash:         m["api_key_hash"],
+		AlertEmail:         m["alert_email"],
+		AutoPause:          m["auto_pause"] == "1",
+	}
+	for f, v := range m {
+		if ep, ok := strings.CutPrefix(f, endpoint.PausedField); ok {
+			if pause, ok := endpoint.ParsePause(v); ok {
+				if p.Paused == nil {
+					p.Paused = make(map[string]endpoint.Pause)
+				}
+				p.Paused[ep] = pause
+			}
+		}
 	}
 	p.CreatedAt, _ = time.Parse(time.RFC3339Nano, m["created_at"])
 	p.Version, _ = strconv.ParseInt(m["version"], 10, 64)
@@ -368,6 +387,26 @@ func (s *Store) forgetOwner(hash string) {
 func (s *Store) SetDefaultCallbackURL(ctx context.Context, id string, env environment.Env, url string) (Profile, error) {
 	if err := s.updateExisting(ctx, id, env, "default_callback_url", url); err != nil {
 		return Profile{}, err
+	}
+	return s.read(ctx, id, env)
+}
+
+// SetAlerts changes env's alert settings: where failure alerts go ("" for nowhere) and whether
+// failing endpoints may be paused automatically. A nil argument leaves that setting as it is.
+func (s *Store) SetAlerts(ctx context.Context, id string, env environment.Env, alertEmail *string, autoPause *bool) (Profile, error) {
+	if alertEmail != nil {
+		if err := s.updateExisting(ctx, id, env, "alert_email", *alertEmail); err != nil {
+			return Profile{}, err
+		}
+	}
+	if autoPause != nil {
+		v := "0"
+		if *autoPause {
+			v = "1"
+		}
+		if err := s.updateExisting(ctx, id, env, "auto_pause", v); err != nil {
+			return Profile{}, err
+		}
 	}
 	return s.read(ctx, id, env)
 }

@@ -150,6 +150,38 @@ func (s *Sender) send(ctx context.Context, m delivery.Message) delivery.Result {
 	if m.Target.Kind != target.Email || m.Target.Address == "" {
 		return delivery.Result{Err: errors.New("not an email target"), Permanent: true}
 	}
+	return s.transact(ctx, m.Target.Address, func(eightBit bool) *mail.Msg {
+		return s.compose(m, eightBit && fitsAsIs(m.Body))
+	})
+}
+
+// Notify mails a notice of the service's own (an endpoint alert) to one address through the
+// relay: plain text, From SMTP_FROM, no webhook headers. It is not a callback and has no
+// attempts of its own; the error says why the relay did not take it.
+func (s *Sender) Notify(ctx context.Context, to, subject, text string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	res := s.transact(ctx, to, func(bool) *mail.Msg {
+		msg := mail.NewMsg(mail.WithEncoding(mail.EncodingQP), mail.WithCharset(mail.CharsetUTF8),
+			mail.WithNoDefaultUserAgent())
+		msg.FromMailAddress(s.from)
+		msg.ToMailAddress(&netmail.Address{Address: to})
+		msg.Subject(subject)
+		msg.SetDate()
+		msg.SetMessageIDWithValue(rand.Text() + "@" + s.domain)
+		msg.SetGenHeader("Auto-Submitted", "auto-generated")
+		if s.cfg.UserAgent != "" {
+			msg.SetUserAgent(s.cfg.UserAgent)
+		}
+		msg.SetBodyString(mail.TypeTextPlain, text)
+		return msg
+	})
+	return res.Err
+}
+
+// transact runs one SMTP session delivering the message compose builds (told whether the relay
+// takes 8bit) to one recipient.
+func (s *Sender) transact(ctx context.Context, to string, compose func(eightBit bool) *mail.Msg) delivery.Result {
 	opts := []mail.Option{
 		mail.WithPort(s.port),
 		// The deadline go-mail puts on the connection once it is up; dial adds ctx's.
@@ -174,11 +206,11 @@ func (s *Sender) send(ctx context.Context, m delivery.Message) delivery.Result {
 	defer func() { _ = client.CloseWithSMTPClient(conn) }()
 
 	eightBit, _ := conn.Extension("8BITMIME")
-	msg := s.compose(m, eightBit && fitsAsIs(m.Body))
+	msg := compose(eightBit)
 	if err := conn.Mail(s.from.Address); err != nil {
 		return s.failure(ctx, "MAIL FROM", err)
 	}
-	if err := conn.Rcpt(m.Target.Address); err != nil {
+	if err := conn.Rcpt(to); err != nil {
 		return s.failure(ctx, "RCPT TO", err)
 	}
 	w, err := conn.Data()

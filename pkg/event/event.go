@@ -16,9 +16,14 @@ import (
 	"refonte.ai/callbacks/pkg/environment"
 )
 
-// MaxSize is the largest event accepted, in bytes. The event is stored with the task status and
-// sent on in every attempt, so it is kept well below NATS's 1 MiB default payload limit.
-const MaxSize = 256 << 10
+// DefaultMaxSize is the largest event accepted by default, in bytes: NATS's default payload
+// limit (max_payload, 1 MiB). An event is kept in the stream only, never in Redis, so its size
+// costs disk, not memory; a worker may lower or raise the limit (EVENT_MAX_BYTES), and the
+// broker's own max_payload bounds what can be published at all.
+const DefaultMaxSize = 1 << 20
+
+// MaxSizeLimit is the largest EVENT_MAX_BYTES may be: NATS's hard upper bound on max_payload.
+const MaxSizeLimit = 64 << 20
 
 // Reason says why an event was refused. Values are stable: they label metrics and the
 // invalid-event store.
@@ -118,9 +123,13 @@ func ValidTaskID(id string) bool { return validID(id) }
 // constrains, by exact key, and checks them in code, several times faster than decoding the whole
 // event into a generic document for the validator. FuzzDecodeAgreesWithSchema holds the two to
 // the same verdict, so the schema stays the contract.
-func Decode(raw []byte) (Event, error) {
-	if len(raw) > MaxSize {
-		return Event{}, Invalid(ReasonTooLarge, "event is %d bytes, the limit is %d", len(raw), MaxSize)
+func Decode(raw []byte) (Event, error) { return DecodeLimit(raw, DefaultMaxSize) }
+
+// DecodeLimit is Decode with a size limit of its own: an event over limit bytes is refused as
+// too large.
+func DecodeLimit(raw []byte, limit int) (Event, error) {
+	if len(raw) > limit {
+		return Event{}, Invalid(ReasonTooLarge, "event is %d bytes, the limit is %d (EVENT_MAX_BYTES)", len(raw), limit)
 	}
 	f, err := scan(raw)
 	if err != nil {

@@ -66,7 +66,7 @@ func TestDecode_unknown_fields_pass_through_verbatim(t *testing.T) {
 }
 
 func TestDecode_refusals(t *testing.T) {
-	big := `{"customer_id":"c1","task":{"task_id":"t1","status":"completed","pad":"` + strings.Repeat("a", event.MaxSize) + `"}}`
+	big := `{"customer_id":"c1","task":{"task_id":"t1","status":"completed","pad":"` + strings.Repeat("a", event.DefaultMaxSize) + `"}}`
 	deep := `{"customer_id":"c1","task":{"task_id":"t1","status":"completed","x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}}`
 	cases := []struct {
 		name   string
@@ -107,8 +107,8 @@ func TestDecode_refusals(t *testing.T) {
 func TestDecode_at_the_size_limit_is_accepted(t *testing.T) {
 	head := `{"customer_id":"c1","task":{"task_id":"t1","status":"completed","pad":"`
 	tail := `"}}`
-	raw := head + strings.Repeat("a", event.MaxSize-len(head)-len(tail)) + tail
-	if len(raw) != event.MaxSize {
+	raw := head + strings.Repeat("a", event.DefaultMaxSize-len(head)-len(tail)) + tail
+	if len(raw) != event.DefaultMaxSize {
 		t.Fatalf("built %d bytes", len(raw))
 	}
 	if _, err := event.Decode([]byte(raw)); err != nil {

@@ -90,7 +90,7 @@ func FuzzDecodeAgreesWithSchema(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		if len(raw) > event.MaxSize || event.CheckStrict(raw) != nil {
+		if len(raw) > event.DefaultMaxSize || event.CheckStrict(raw) != nil {
 			return
 		}
 		_, err := event.Decode(raw)

@@ -14,7 +14,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// MaxRaw caps the bytes of an event that are kept.
+// MaxRaw caps the bytes of an event that are kept in Redis. A larger event is kept truncated;
+// its whole bytes stay in the stream at Sequence for the stream's retention, where a replay
+// reads them.
 const MaxRaw = 64 << 10
 
 // Event is one refused message.
@@ -27,6 +29,8 @@ type Event struct {
 	Headers    map[string][]string `json:"headers,omitempty"`
 	Raw        []byte              `json:"raw"`
 	Truncated  bool                `json:"truncated"`
+	// Sequence is the refused message's stream sequence (0: unknown).
+	Sequence uint64 `json:"stream_sequence,omitempty"`
 }
 
 // Store is the capped store of refused events.
@@ -58,7 +62,7 @@ func (s *Store) Add(ctx context.Context, e Event) (string, error) {
 		Values: []any{
 			"subject", e.Subject, "reason", e.Reason, "detail", e.Detail,
 			"received_at_ms", e.ReceivedAt.UnixMilli(), "headers", headers,
-			"raw", e.Raw, "truncated", strconv.FormatBool(truncated),
+			"raw", e.Raw, "truncated", strconv.FormatBool(truncated), "seq", e.Sequence,
 		},
 	}).Result()
 	if err != nil {
@@ -84,6 +88,7 @@ func fromValues(id string, v map[string]any) Event {
 	str := func(k string) string { s, _ := v[k].(string); return s }
 	e := Event{ID: id, Subject: str("subject"), Reason: str("reason"), Detail: str("detail"),
 		Raw: []byte(str("raw")), Truncated: str("truncated") == "true"}
+	e.Sequence, _ = strconv.ParseUint(str("seq"), 10, 64)
 	if ms, err := strconv.ParseInt(str("received_at_ms"), 10, 64); err == nil {
 		e.ReceivedAt = time.UnixMilli(ms).UTC()
 	}

@@ -46,6 +46,9 @@ func Start(ctx context.Context, name string, cfg config.Shared) (log *zap.Logger
 	v := version.Get()
 	log.Info("starting", zap.String("version", v.Version), zap.String("revision", v.Revision),
 		zap.String("go_version", v.GoVersion), zap.Int("gogc", cfg.GCPercent))
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration: " + w)
+	}
 	return log, func() {
 		_ = stopTracing(context.Background())
 		_ = log.Sync()

@@ -38,23 +38,45 @@ func newBatcher(rdb redis.UniversalClient) *batcher {
 type call struct {
 	keys  []string
 	args  []any
+	att   *Attached
 	reply chan callResult // buffered: answering never blocks the writer
+	// attReply is the attached call's reply, set by the writer before it answers the call.
+	attReply callResult
+}
+
+// send answers the call, with its attached call's reply.
+func (c *call) send(vals []int64, err error) {
+	c.reply <- callResult{vals: vals, err: err, attached: c.attReply.attached, attErr: c.attReply.attErr}
 }
 
 type callResult struct {
 	vals []int64
 	err  error
+	// attached and attErr are the attached call's reply.
+	attached any
+	attErr   error
 }
 
-func (b *batcher) do(ctx context.Context, keys []string, args []any) ([]int64, error) {
-	c := &call{keys: keys, args: args, reply: make(chan callResult, 1)}
+// Attached is a script call that travels with a status write, in the same pipeline: it costs
+// Redis a script call but no round trip of its own (endpoint health rides with each attempt's
+// outcome). Its script takes a batch form like record.lua's ("batch", then each call's argument
+// count and arguments; the same number of keys per call), so the attached calls of a batch go
+// as one script call too.
+type Attached struct {
+	Script *redis.Script
+	Keys   []string
+	Args   []any
+}
+
+func (b *batcher) do(ctx context.Context, keys []string, args []any, att *Attached) (callResult, error) {
+	c := &call{keys: keys, args: args, att: att, reply: make(chan callResult, 1)}
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
 	b.mu.Unlock()
 	for {
 		select {
 		case r := <-c.reply:
-			return r.vals, r.err
+			return r, r.err
 		case b.writer <- struct{}{}:
 			// The batch may not hold this call (an earlier writer sent it, or more than
 			// maxBatch were queued before it); the loop then waits again.
@@ -77,10 +99,10 @@ func (b *batcher) flush(ctx context.Context) {
 }
 
 func (b *batcher) exec(ctx context.Context, batch []*call) {
-	if len(batch) == 1 {
+	if len(batch) == 1 && batch[0].att == nil {
 		c := batch[0]
 		vals, err := recordScript.Run(ctx, b.rdb, c.keys, c.args...).Int64Slice()
-		c.reply <- callResult{vals, err}
+		c.send(vals, err)
 		return
 	}
 	// One script call per group, each carrying the operations of several deliveries (record.lua's
@@ -94,11 +116,16 @@ func (b *batcher) exec(ctx context.Context, batch []*call) {
 		cmd  *redis.Cmd
 	}
 	calls := make([]scriptCall, len(groups))
+	attached := make([]attachedCall, 0, len(groups))
 	for i, g := range groups {
 		keys, args := batchArgs(g)
 		calls[i] = scriptCall{keys: keys, args: args, cmd: recordScript.EvalSha(ctx, pipe, keys, args...)}
+		attached = appendAttached(ctx, pipe, attached, g)
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for _, a := range attached {
+		a.answer(ctx, b.rdb)
+	}
 	for i, g := range groups {
 		res, err := calls[i].cmd.Result()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
@@ -129,6 +156,70 @@ func (b *batcher) group(batch []*call) [][]*call {
 		groups[i] = append(groups[i], c)
 	}
 	return groups
+}
+
+// attachedCall is one script call carrying the attached calls of one group that share a script.
+type attachedCall struct {
+	script *redis.Script
+	calls  []*call
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+}
+
+// appendAttached queues, in pipe, one script call per attached script of the group g.
+func appendAttached(ctx context.Context, pipe redis.Pipeliner, out []attachedCall, g []*call) []attachedCall {
+	first := len(out)
+	for _, c := range g {
+		if c.att == nil {
+			continue
+		}
+		i := first
+		for i < len(out) && out[i].script != c.att.Script {
+			i++
+		}
+		if i == len(out) {
+			out = append(out, attachedCall{script: c.att.Script})
+		}
+		out[i].calls = append(out[i].calls, c)
+	}
+	for i := first; i < len(out); i++ {
+		a := &out[i]
+		as := make([]*call, len(a.calls))
+		for j, c := range a.calls {
+			as[j] = &call{keys: c.att.Keys, args: c.att.Args}
+		}
+		a.keys, a.args = batchArgs(as)
+		a.cmd = a.script.EvalSha(ctx, pipe, a.keys, a.args...)
+	}
+	return out
+}
+
+// answer stores each attached call's reply in its call, before the call itself is answered.
+func (a attachedCall) answer(ctx context.Context, rdb redis.UniversalClient) {
+	res, err := a.cmd.Result()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		res, err = a.script.Run(ctx, rdb, a.keys, a.args...).Result()
+	}
+	if len(a.calls) == 1 {
+		a.calls[0].attReply = callResult{attached: res, attErr: err}
+		return
+	}
+	replies, ok := res.([]any)
+	if err == nil && (!ok || len(replies) != len(a.calls)) {
+		err = fmt.Errorf("unexpected attached batch reply %T of %d calls", res, len(a.calls))
+	}
+	for i, c := range a.calls {
+		if err != nil {
+			c.attReply = callResult{attErr: err}
+			continue
+		}
+		if e, isErr := replies[i].(error); isErr {
+			c.attReply = callResult{attErr: e}
+			continue
+		}
+		c.attReply = callResult{attached: replies[i]}
+	}
 }
 
 // hashTag is the part of a key Redis Cluster hashes: the first {…} with something in it, or
@@ -168,26 +259,26 @@ func batchArgs(calls []*call) ([]string, []any) {
 func answer(g []*call, res any, err error) {
 	if err != nil {
 		for _, c := range g {
-			c.reply <- callResult{err: err}
+			c.send(nil, err)
 		}
 		return
 	}
 	if len(g) == 1 {
 		vals, err := int64s(res)
-		g[0].reply <- callResult{vals, err}
+		g[0].send(vals, err)
 		return
 	}
 	replies, ok := res.([]any)
 	if !ok || len(replies) != len(g) {
 		err := fmt.Errorf("unexpected batch reply %T of %d calls", res, len(g))
 		for _, c := range g {
-			c.reply <- callResult{err: err}
+			c.send(nil, err)
 		}
 		return
 	}
 	for i, c := range g {
 		vals, err := int64s(replies[i])
-		c.reply <- callResult{vals, err}
+		c.send(vals, err)
 	}
 }
 

@@ -13,18 +13,18 @@ import (
 )
 
 // One script call carries several deliveries' operations; one that fails (here a task key that
-// is not a hash) answers its own error, and the operations before and after it are done.
+// is not a string) answers its own error, and the operations before and after it are done.
 func TestBatch_one_failing_operation_does_not_fail_the_others(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := testenv.Redis(t)
 	s := NewStore(rdb, prefix, time.Hour)
-	if err := rdb.Set(ctx, s.recordKeys("c1", environment.Live, "broken")[0], "not a hash", time.Hour).Err(); err != nil {
+	if err := rdb.HSet(ctx, s.recordKeys("c1", environment.Live, "broken")[0], "not", "a string").Err(); err != nil {
 		t.Fatal(err)
 	}
 	var calls []*call
 	for i, task := range []string{"t1", "broken", "t2"} {
-		d := Delivery{CustomerID: "c1", TaskID: task, WebhookID: "w" + task, Task: []byte(`{}`), Chain: uint64(i + 1)}
-		args := []any{"begin", d.Chain, time.Now().UnixMilli(), 3600, d.WebhookID, []byte(d.Task), d.CustomerID,
+		d := Delivery{CustomerID: "c1", TaskID: task, WebhookID: "w" + task, Chain: uint64(i + 1)}
+		args := []any{"begin", d.Chain, time.Now().UnixMilli(), 3600, d.WebhookID, "", d.CustomerID,
 			d.TaskID, "https://x.example/", 21}
 		calls = append(calls, &call{keys: s.recordKeys(d.CustomerID, environment.Live, d.TaskID), args: args, reply: make(chan callResult, 1)})
 	}

@@ -28,7 +28,7 @@ func TestStatus_concurrent_calls_are_batched_correctly(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			d := status.Delivery{CustomerID: "c1", TaskID: fmt.Sprintf("t%d", i), WebhookID: "w",
-				Task: []byte(`{}`), Chain: uint64(i + 1)}
+				Chain: uint64(i + 1)}
 			for attempt := 1; attempt <= 3; attempt++ {
 				b, err := s.Begin(ctx, d, "https://x.example/", 21, time.Now())
 				if err != nil || b.Verdict != status.Attempt || b.Attempt != attempt {

@@ -14,13 +14,6 @@ import (
 	"refonte.ai/callbacks/pkg/status"
 )
 
-// benchTask is a task object of the contract example's size.
-const benchTask = `{"task_id":"576c41bf13e36b0600b02b34","type":"categorization","status":"completed",` +
-	`"instruction":"Is this object red or blue?","params":{"attachment_type":"text","attachment":"tomato",` +
-	`"categories":["red","blue"]},"response":{"category":"red"},"metadata":{},` +
-	`"callback_url":"http://www.example.com/callback","created_at":"2016-06-23T20:08:31.573Z",` +
-	`"completed_at":"2016-06-23T21:54:44.904Z"}`
-
 // BenchmarkBeginFinish is the status write of one successful delivery: Begin claims attempt 1,
 // Finish records its success, each one Lua script call on the real Redis. "sequential" is one
 // delivery after another (two round trips each); "parallel" keeps 64 in flight, as a busy
@@ -42,7 +35,7 @@ func BenchmarkBeginFinish(b *testing.B) {
 			one := func() {
 				n := seq.Add(1)
 				d := status.Delivery{CustomerID: "cust_bench", TaskID: "t" + strconv.FormatInt(n, 10),
-					WebhookID: "evt_" + strconv.FormatInt(n, 10), Task: []byte(benchTask), Chain: uint64(n)}
+					WebhookID: "evt_" + strconv.FormatInt(n, 10), Chain: uint64(n)}
 				now := time.Now()
 				begun, err := s.Begin(ctx, d, "http://www.example.com/callback", 21, now)
 				if err != nil || begun.Verdict != status.Attempt {

@@ -2,7 +2,6 @@ package status
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -73,7 +72,7 @@ const (
 var ErrBadQuery = errors.New("status: bad query")
 
 func (s *Store) indexKey(customerID string, env environment.Env) string {
-	return s.keys(customerID, env, "")[2]
+	return s.keys(customerID, env, "").index
 }
 
 // List returns the customer's callbacks, newest activity first.
@@ -155,33 +154,99 @@ func (s *Store) after(ctx context.Context, index string, pos *Cursor, n int) ([]
 	}
 }
 
-// summaryFields are read from each task hash, in this order.
+// summaryFields are read from each task hash of the old form, in this order.
 var summaryFields = []string{"customer_id", "task_id", "state", "target", "succeeded", "attempts",
-	"delivery", "next_attempt_at"}
+	"delivery", "next_attempt_at", "chain"}
 
-// summaries reads the entries' task hashes and last log lines in one round trip. An entry whose
-// hash is gone (expired) or names another customer gives nil.
+// summaries reads the entries' records in one round trip (and those still of the old form in a
+// second). An entry whose record is gone (expired) or names another customer gives nil.
 func (s *Store) summaries(ctx context.Context, customerID string, env environment.Env, entries []redis.Z) ([]*Summary, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
-	pipe := s.rdb.Pipeline()
-	fields := make([]*redis.SliceCmd, len(entries))
-	lasts := make([]*redis.Cmd, len(entries))
+	ids := make([]string, len(entries))
 	for i, z := range entries {
-		keys := s.keys(customerID, env, z.Member.(string))
-		fields[i] = pipe.HMGet(ctx, keys[0], summaryFields...)
-		lasts[i] = s.lastLogs(ctx, pipe, keys, 1)
-	}
-	if err := s.execScripts(ctx, pipe); err != nil {
-		return nil, fmt.Errorf("status list: %w", err)
+		ids[i], _ = z.Member.(string)
 	}
 	out := make([]*Summary, len(entries))
-	for i, z := range entries {
-		score := time.UnixMilli(int64(z.Score)).UTC()
-		out[i] = summaryOf(customerID, fields[i].Val(), newest(lasts[i]), &score)
+	err := s.each(ctx, customerID, env, ids, 1, func(i int, c *compact, old *legacy) {
+		score := time.UnixMilli(int64(entries[i].Score)).UTC()
+		if c != nil {
+			out[i] = c.summary(ids[i], &score)
+		} else {
+			out[i] = summaryOf(customerID, old.fields, old.last(), &score)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("status list: %w", err)
 	}
 	return out, nil
+}
+
+// legacy is what each reads of a task whose status is of the old form.
+type legacy struct {
+	fields []any
+	logs   []string
+}
+
+func (l *legacy) last() string {
+	if len(l.logs) == 0 {
+		return ""
+	}
+	return l.logs[len(l.logs)-1]
+}
+
+// each reads the records of ids in one round trip and calls fn for each one found: with the
+// record, or for a task still of the old form, its summary fields and newest logN log entries
+// (read in a second round trip).
+func (s *Store) each(ctx context.Context, customerID string, env environment.Env, ids []string, logN int, fn func(i int, c *compact, old *legacy)) error {
+	pipe := s.rdb.Pipeline()
+	gets := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		gets[i] = pipe.Get(ctx, s.keys(customerID, env, id).record)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for _, g := range gets {
+		if err := g.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	var missing []int
+	for i, g := range gets {
+		raw, err := g.Bytes()
+		if err != nil {
+			missing = append(missing, i)
+			continue
+		}
+		c, err := decodeCompact(raw)
+		if err != nil {
+			continue // unreadable: shown as gone rather than failing the whole read
+		}
+		fn(i, &c, nil)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	pipe = s.rdb.Pipeline()
+	fields := make([]*redis.SliceCmd, len(missing))
+	logs := make([]*redis.Cmd, len(missing))
+	for j, i := range missing {
+		k := s.keys(customerID, env, ids[i])
+		fields[j] = pipe.HMGet(ctx, k.legacy, summaryFields...)
+		logs[j] = s.legacyLogs(ctx, pipe, k, logN)
+	}
+	if err := s.execScripts(ctx, pipe); err != nil {
+		return err
+	}
+	for j, i := range missing {
+		vals := fields[j].Val()
+		if v, _ := vals[0].(string); v == "" {
+			continue // no status at all
+		}
+		entries, _ := logs[j].StringSlice()
+		fn(i, nil, &legacy{fields: vals, logs: entries})
+	}
+	return nil
 }
 
 func summaryOf(customerID string, vals []any, last string, lastAttemptAt *time.Time) *Summary {
@@ -204,7 +269,7 @@ func summaryOf(customerID string, vals []any, last string, lastAttemptAt *time.T
 	}
 	sum.Attempts, _ = strconv.Atoi(str(5))
 	sum.Delivery, _ = strconv.Atoi(str(6))
-	if e, ok := decodeLog(last); ok {
+	if e, ok := decodeLegacyLog(last); ok {
 		sum.Last = &e
 	}
 	return sum
@@ -212,20 +277,26 @@ func summaryOf(customerID string, vals []any, last string, lastAttemptAt *time.T
 
 // Lookup is one task's Summary, found by its id whether or not the index lists it yet.
 func (s *Store) Lookup(ctx context.Context, customerID string, env environment.Env, taskID string) (Summary, error) {
-	keys := s.keys(customerID, env, taskID)
-	pipe := s.rdb.Pipeline()
-	fields := pipe.HMGet(ctx, keys[0], summaryFields...)
-	last := s.lastLogs(ctx, pipe, keys, 1)
-	score := pipe.ZScore(ctx, keys[2], taskID)
-	if err := s.execScripts(ctx, pipe); err != nil {
+	score, err := s.rdb.ZScore(ctx, s.indexKey(customerID, env), taskID).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return Summary{}, fmt.Errorf("status lookup: %w", err)
 	}
 	var at *time.Time
-	if sc, err := score.Result(); err == nil {
-		t := time.UnixMilli(int64(sc)).UTC()
+	if err == nil {
+		t := time.UnixMilli(int64(score)).UTC()
 		at = &t
 	}
-	sum := summaryOf(customerID, fields.Val(), newest(last), at)
+	var sum *Summary
+	err = s.each(ctx, customerID, env, []string{taskID}, 1, func(_ int, c *compact, old *legacy) {
+		if c != nil {
+			sum = c.summary(taskID, at)
+		} else {
+			sum = summaryOf(customerID, old.fields, old.last(), at)
+		}
+	})
+	if err != nil {
+		return Summary{}, fmt.Errorf("status lookup: %w", err)
+	}
 	if sum == nil {
 		return Summary{}, ErrNotFound
 	}
@@ -262,19 +333,19 @@ func (s *Store) RecentAttempts(ctx context.Context, customerID string, env envir
 	const batch = 100
 	for len(ids) > 0 {
 		n := min(len(ids), batch)
-		pipe := s.rdb.Pipeline()
-		logs := make([]*redis.Cmd, n)
-		for i, id := range ids[:n] {
-			logs[i] = s.lastLogs(ctx, pipe, s.keys(customerID, env, id), perTask)
-		}
-		if err := s.execScripts(ctx, pipe); err != nil {
-			return Recent{}, fmt.Errorf("status recent: %w", err)
-		}
-		for _, l := range logs {
-			entries, _ := l.StringSlice()
-			for j, raw := range entries {
-				e, ok := decodeLog(raw)
-				if !ok || e.At.UnixMilli() < sinceMS {
+		err := s.each(ctx, customerID, env, ids[:n], perTask, func(_ int, c *compact, old *legacy) {
+			var entries []AttemptLog
+			if c != nil {
+				entries = c.entries(perTask)
+			} else {
+				for _, raw := range old.logs {
+					if e, ok := decodeLegacyLog(raw); ok {
+						entries = append(entries, e)
+					}
+				}
+			}
+			for j, e := range entries {
+				if e.At.UnixMilli() < sinceMS {
 					continue
 				}
 				if j == 0 && len(entries) == perTask {
@@ -282,6 +353,9 @@ func (s *Store) RecentAttempts(ctx context.Context, customerID string, env envir
 				}
 				r.Attempts = append(r.Attempts, e)
 			}
+		})
+		if err != nil {
+			return Recent{}, fmt.Errorf("status recent: %w", err)
 		}
 		ids = ids[n:]
 	}
@@ -315,28 +389,4 @@ func hasNoScript(cmds []redis.Cmder) bool {
 		}
 	}
 	return false
-}
-
-// newest is the last entry a lastLogs(…, 1) read, "" for none.
-func newest(c *redis.Cmd) string {
-	entries, _ := c.StringSlice()
-	if len(entries) == 0 {
-		return ""
-	}
-	return entries[len(entries)-1]
-}
-
-func decodeLog(raw string) (AttemptLog, bool) {
-	if raw == "" {
-		return AttemptLog{}, false
-	}
-	var e storedLog
-	if json.Unmarshal([]byte(raw), &e) != nil {
-		return AttemptLog{}, false
-	}
-	return AttemptLog{
-		Attempt: e.Attempt, Delivery: e.Delivery, At: time.UnixMilli(e.AtMS).UTC(),
-		StatusCode: e.StatusCode, Error: e.Error, DurationMS: e.DurationMS,
-		ResponseExcerpt: e.ResponseExcerpt,
-	}, true
 }

@@ -69,27 +69,31 @@ func (s *Store) Load(ctx context.Context) error {
 	return readLogScript.Load(ctx, s.rdb).Err()
 }
 
-// keys are the keys one task's status touches in one environment: its hash, the list that held
-// its attempt log before the log moved into the hash (still read, never written), the
-// environment's index and profile. They share the {customer_id} hash tag, so they live in one
-// Redis Cluster slot with the customer's profiles, whose version Begin reports (the profile
+// keys are the keys one task's status touches in one environment: its record, the hash and list
+// that held its status and attempt log in the old form (read until they expire, never written),
+// the environment's index and profile. They share the {customer_id} hash tag, so they live in
+// one Redis Cluster slot with the customer's profiles, whose version Begin reports (the profile
 // key's form is pkg/customer's; a test holds the two together). A test task's keys carry the
 // environment (environment.Env.KeyScope); a live task's keep the form they had before test
 // environments existed, so a status written then is read as live.
-func (s *Store) keys(customerID string, env environment.Env, taskID string) []string {
+func (s *Store) keys(customerID string, env environment.Env, taskID string) taskKeys {
 	tag := s.prefix + "{" + customerID + "}:" + env.KeyScope()
-	return []string{tag + "task:" + taskID, tag + "attempts:" + taskID, tag + "index", tag + "profile"}
+	return taskKeys{record: tag + "t:" + taskID, legacy: tag + "task:" + taskID, legacyLog: tag + "attempts:" + taskID,
+		index: tag + "index", profile: tag + "profile"}
 }
 
-// recordKeys are the keys record.lua writes: task hash, index, profile.
+type taskKeys struct{ record, legacy, legacyLog, index, profile string }
+
+// recordKeys are the keys record.lua is given: record, index, profile (it finds the old-form
+// hash beside the record by itself).
 func (s *Store) recordKeys(customerID string, env environment.Env, taskID string) []string {
-	tag := s.prefix + "{" + customerID + "}:" + env.KeyScope()
-	return []string{tag + "task:" + taskID, tag + "index", tag + "profile"}
+	k := s.keys(customerID, env, taskID)
+	return []string{k.record, k.index, k.profile}
 }
 
-// lastLogs reads the newest n entries of a task's attempt log (oldest first) in pipe.
-func (s *Store) lastLogs(ctx context.Context, pipe redis.Pipeliner, keys []string, n int) *redis.Cmd {
-	return readLogScript.EvalSha(ctx, pipe, keys[:2], n)
+// legacyLogs reads the newest n entries of an old-form task's attempt log (oldest first) in pipe.
+func (s *Store) legacyLogs(ctx context.Context, pipe redis.Pipeliner, k taskKeys, n int) *redis.Cmd {
+	return readLogScript.EvalSha(ctx, pipe, []string{k.legacy, k.legacyLog}, n)
 }
 
 // Delivery identifies one delivery of a task's callback: the original, or a resend.
@@ -100,9 +104,9 @@ type Delivery struct {
 	Env       environment.Env
 	TaskID    string
 	WebhookID string
-	Task      json.RawMessage
 	// Chain is the stream sequence of the message that carries this delivery; a higher chain
-	// supersedes a lower one.
+	// supersedes a lower one. The task itself stays in that message: Redis keeps only the
+	// sequence (Record.Chain), and readers fetch the task from the stream by it.
 	Chain uint64
 }
 
@@ -137,16 +141,22 @@ type Begun struct {
 }
 
 func (s *Store) run(ctx context.Context, op string, d Delivery, now time.Time, extra ...any) ([]int64, error) {
+	r, err := s.runAttached(ctx, op, d, now, nil, extra...)
+	return r.vals, err
+}
+
+// runAttached runs one operation and, in the same round trip, att.
+func (s *Store) runAttached(ctx context.Context, op string, d Delivery, now time.Time, att *Attached, extra ...any) (callResult, error) {
 	args := make([]any, 0, 8+len(extra))
 	args = append(args, op, d.Chain, now.UnixMilli(), int64(s.retention/time.Second),
-		d.WebhookID, []byte(d.Task), d.CustomerID, d.TaskID)
+		d.WebhookID, "", d.CustomerID, d.TaskID)
 	args = append(args, extra...)
-	res, err := s.batch.do(ctx, s.recordKeys(d.CustomerID, d.Env, d.TaskID), args)
+	res, err := s.batch.do(ctx, s.recordKeys(d.CustomerID, d.Env, d.TaskID), args, att)
 	if err != nil {
-		return nil, fmt.Errorf("status %s: %w", op, err)
+		return res, fmt.Errorf("status %s: %w", op, err)
 	}
-	if len(res) != 4 {
-		return nil, fmt.Errorf("status %s: unexpected reply %v", op, res)
+	if len(res.vals) != 4 {
+		return res, fmt.Errorf("status %s: unexpected reply %v", op, res.vals)
 	}
 	return res, nil
 }
@@ -188,49 +198,45 @@ type AttemptLog struct {
 	ResponseExcerpt string    `json:"response_excerpt,omitempty"`
 }
 
-// storedLog is AttemptLog as kept in Redis: the time as unix ms so the Lua script can write
-// entries of its own without formatting dates.
-type storedLog struct {
-	Attempt         int    `json:"attempt"`
-	Delivery        int    `json:"delivery"`
-	AtMS            int64  `json:"at_ms"`
-	StatusCode      int    `json:"status_code,omitempty"`
-	Error           string `json:"error,omitempty"`
-	DurationMS      int64  `json:"duration_ms"`
-	ResponseExcerpt string `json:"response_excerpt,omitempty"`
-}
-
 // Finish records the outcome of an attempt (entry is its log line; nil for no_callback) and, for
 // a retry, when the next attempt is due. It reports whether the outcome changed the state: false
 // when the delivery was superseded or had already finished.
 func (s *Store) Finish(ctx context.Context, d Delivery, target string, outcome Outcome, entry *AttemptLog, next time.Time, now time.Time) (bool, error) {
+	changed, _, err := s.FinishAttached(ctx, d, target, outcome, entry, next, now, nil)
+	return changed, err
+}
+
+// AttachedReply is what an attached call answered: its reply, or its own error.
+type AttachedReply struct {
+	Val any
+	Err error
+}
+
+// FinishAttached is Finish with att sent in the same round trip; it returns att's reply as
+// well. att failing never fails the status write: its error is in the AttachedReply.
+func (s *Store) FinishAttached(ctx context.Context, d Delivery, target string, outcome Outcome, entry *AttemptLog, next time.Time, now time.Time, att *Attached) (bool, AttachedReply, error) {
 	var logLine []byte
 	attempt := 0
 	if entry != nil {
 		attempt = entry.Attempt
 		var err error
-		logLine, err = json.Marshal(storedLog{
-			Attempt: entry.Attempt, Delivery: entry.Delivery, AtMS: entry.At.UnixMilli(),
-			StatusCode: entry.StatusCode, Error: entry.Error, DurationMS: entry.DurationMS,
-			ResponseExcerpt: entry.ResponseExcerpt,
-		})
-		if err != nil {
-			return false, err
+		if logLine, err = encodeLog(*entry); err != nil {
+			return false, AttachedReply{}, err
 		}
 	}
 	var nextMS int64
 	if !next.IsZero() {
 		nextMS = next.UnixMilli()
 	}
-	if outcome != OutcomeNoCallback {
-		// Only a finish that starts the delivery stores the task; the others need not carry it.
-		d.Task = nil
-	}
-	res, err := s.run(ctx, "finish", d, now, target, attempt, string(outcome), logLine, nextMS)
+	res, err := s.runAttached(ctx, "finish", d, now, att, target, attempt, string(outcome), logLine, nextMS)
 	if err != nil {
-		return false, err
+		return false, AttachedReply{}, err
 	}
-	return res[0] == 0, nil
+	reply := AttachedReply{Val: res.attached, Err: res.attErr}
+	if reply.Err != nil {
+		reply.Err = fmt.Errorf("attached call: %w", reply.Err)
+	}
+	return res.vals[0] == 0, reply, nil
 }
 
 // Queue records that a new delivery (a resend) with a higher chain has been put on the stream.
@@ -245,10 +251,12 @@ func (s *Store) Queue(ctx context.Context, d Delivery, now time.Time) (int, erro
 
 // Record is a task's status as the gateway shows it.
 type Record struct {
-	CustomerID    string          `json:"customer_id"`
-	TaskID        string          `json:"task_id"`
-	WebhookID     string          `json:"webhook_id"`
-	Task          json.RawMessage `json:"task"`
+	CustomerID string `json:"customer_id"`
+	TaskID     string `json:"task_id"`
+	WebhookID  string `json:"webhook_id"`
+	// Task is the task object kept with a status of the old form only; a status of the current
+	// form keeps none: the task is in the stream message at Chain.
+	Task          json.RawMessage `json:"task,omitempty"`
 	Target        string          `json:"target"`
 	State         State           `json:"state"`
 	Succeeded     *bool           `json:"callback_succeeded"`
@@ -260,19 +268,42 @@ type Record struct {
 	Log           []AttemptLog    `json:"attempts"`
 }
 
-// Get reads one task's status and attempt log in env.
+// Get reads one task's status and attempt log in env, in the current form or else the old one.
 func (s *Store) Get(ctx context.Context, customerID string, env environment.Env, taskID string) (Record, error) {
-	keys := s.keys(customerID, env, taskID)
+	k := s.keys(customerID, env, taskID)
 	pipe := s.rdb.Pipeline()
-	h := pipe.HGetAll(ctx, keys[0])
-	l := pipe.LRange(ctx, keys[1], 0, -1)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return Record{}, fmt.Errorf("status get: %w", err)
+	cur := pipe.Get(ctx, k.record)
+	h := pipe.HGetAll(ctx, k.legacy)
+	l := pipe.LRange(ctx, k.legacyLog, 0, -1)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for _, c := range []redis.Cmder{cur, h, l} {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return Record{}, fmt.Errorf("status get: %w", err)
+		}
+	}
+	if raw, err := cur.Bytes(); err == nil {
+		c, err := decodeCompact(raw)
+		if err != nil {
+			return Record{}, fmt.Errorf("status get %s: %w", taskID, err)
+		}
+		r := c.record(customerID, taskID, maxLog)
+		// A task that moved to the current form while its old hash lives on: that hash may
+		// still hold the task, for a delivery whose message is gone from the stream.
+		if m := h.Val(); m["task"] != "" && m["webhook_id"] == r.WebhookID {
+			r.Task = json.RawMessage(m["task"])
+		}
+		return r, nil
 	}
 	m := h.Val()
 	if len(m) == 0 {
 		return Record{}, ErrNotFound
 	}
+	return legacyRecord(m, l.Val()), nil
+}
+
+// legacyRecord reads a status of the old form: a hash of long-named fields holding the task, its
+// attempt log in fields "l:<n>" (or, older still, in a list of its own: raw).
+func legacyRecord(m map[string]string, raw []string) Record {
 	r := Record{
 		CustomerID: m["customer_id"],
 		TaskID:     m["task_id"],
@@ -292,7 +323,6 @@ func (s *Store) Get(ctx context.Context, customerID string, env environment.Env,
 	}
 	r.NextAttemptAt = msTime(m["next_attempt_at"])
 	r.LastAttemptAt = msTime(m["last_attempt_at"])
-	raw := l.Val() // written before the log moved into the hash
 	if last, _ := strconv.Atoi(m["logn"]); last > 0 {
 		for i := max(1, last-maxLog+1); i <= last; i++ {
 			if e, ok := m["l:"+strconv.Itoa(i)]; ok {
@@ -301,11 +331,11 @@ func (s *Store) Get(ctx context.Context, customerID string, env environment.Env,
 		}
 	}
 	for _, e := range raw {
-		if entry, ok := decodeLog(e); ok {
+		if entry, ok := decodeLegacyLog(e); ok {
 			r.Log = append(r.Log, entry)
 		}
 	}
-	return r, nil
+	return r
 }
 
 // maxLog is how many entries a task's attempt log keeps (record.lua's maxlog).

@@ -2,8 +2,6 @@ package status_test
 
 import (
 	"context"
-	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +21,7 @@ var ctx = context.Background()
 
 func delivery(chain uint64) status.Delivery {
 	return status.Delivery{CustomerID: "c1", TaskID: "t1", WebhookID: "evt_1",
-		Task: []byte(`{"task_id":"t1","status":"completed"}`), Chain: chain}
+		Chain: chain}
 }
 
 func begin(t *testing.T, s *status.Store, d status.Delivery, max int) status.Begun {
@@ -190,8 +188,8 @@ func TestStatus_keys_expire(t *testing.T) {
 	d := delivery(1)
 	begin(t, s, d, 21)
 	finish(t, s, d, 1, status.OutcomeSucceeded, time.Time{})
-	// The attempt log lives in the task hash, so these two keys are all a status leaves behind.
-	for _, k := range []string{prefix + "{c1}:task:t1", prefix + "{c1}:index"} {
+	// The attempt log lives in the task's record, so these two keys are all a status leaves behind.
+	for _, k := range []string{prefix + "{c1}:t:t1", prefix + "{c1}:index"} {
 		ttl := rdb.TTL(ctx, k).Val()
 		if ttl <= 24*time.Hour || ttl > 25*time.Hour {
 			t.Errorf("%s TTL = %s, want the 25h retention", k, ttl)
@@ -216,8 +214,8 @@ func TestStatus_log_keeps_the_newest_entries(t *testing.T) {
 	if len(r.Log) != 200 || r.Log[0].Attempt != 6 || r.Log[199].Attempt != attempts {
 		t.Fatalf("log holds %d entries, attempts %d..%d; want 200, 6..205", len(r.Log), r.Log[0].Attempt, r.Log[len(r.Log)-1].Attempt)
 	}
-	if rdb.HExists(ctx, prefix+"{c1}:task:t1", "l:5").Val() {
-		t.Error("entry 5 is still stored: old log entries are not deleted")
+	if n, err := rdb.StrLen(ctx, prefix+"{c1}:t:t1").Result(); err != nil || n > 200*40 {
+		t.Errorf("the record holds %d bytes (%v): old log entries are not trimmed", n, err)
 	}
 	sum, err := s.Lookup(ctx, "c1", environment.Live, "t1")
 	if err != nil || sum.Last == nil || sum.Last.Attempt != attempts {
@@ -226,35 +224,6 @@ func TestStatus_log_keeps_the_newest_entries(t *testing.T) {
 	rec, err := s.RecentAttempts(ctx, "c1", environment.Live, time.Now().Add(-time.Hour), 10, 3)
 	if err != nil || len(rec.Attempts) != 3 || rec.Attempts[2].Attempt != attempts || rec.Complete {
 		t.Errorf("recent: %+v, %v; want attempts 203..205, incomplete", rec, err)
-	}
-}
-
-// Statuses written before the log moved into the task hash kept it in a list of its own; until
-// they expire, readers show that list first and the newer entries after it.
-func TestStatus_log_written_as_a_list_is_still_read(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
-	s := status.NewStore(rdb, prefix, time.Hour)
-	d := delivery(1)
-	begin(t, s, d, 21)
-	old := fmt.Sprintf(`{"attempt":1,"delivery":1,"at_ms":%d,"status_code":500,"error":"HTTP 500","duration_ms":3}`,
-		time.Now().Add(-time.Minute).UnixMilli())
-	if err := rdb.RPush(ctx, prefix+"{c1}:attempts:t1", old).Err(); err != nil {
-		t.Fatal(err)
-	}
-	finish(t, s, d, 1, status.OutcomeRetry, time.Now().Add(-time.Second))
-	begin(t, s, d, 21)
-	finish(t, s, d, 2, status.OutcomeSucceeded, time.Time{})
-	r := get(t, s)
-	var got []int
-	for _, e := range r.Log {
-		got = append(got, e.Attempt)
-	}
-	if !slices.Equal(got, []int{1, 1, 2}) || r.Log[0].StatusCode != 500 {
-		t.Errorf("log attempts %v (first %+v), want the list's entry then 1, 2", got, r.Log[0])
-	}
-	rec, err := s.RecentAttempts(ctx, "c1", environment.Live, time.Now().Add(-time.Hour), 10, 3)
-	if err != nil || len(rec.Attempts) != 3 || rec.Attempts[0].StatusCode != 500 {
-		t.Errorf("recent: %+v, %v; want the list's entry and both new ones", rec.Attempts, err)
 	}
 }
 
@@ -378,11 +347,11 @@ func TestStatus_environments_are_apart(t *testing.T) {
 			t.Errorf("%s list = %+v, %v", env, page.Items, err)
 		}
 	}
-	// The old key form is the live one.
-	if n, _ := rdb.Exists(ctx, prefix+"{c1}:task:t1").Result(); n != 1 {
+	// The key form without an environment is the live one.
+	if n, _ := rdb.Exists(ctx, prefix+"{c1}:t:t1").Result(); n != 1 {
 		t.Error("a live task's status is not under the key it always had")
 	}
-	if n, _ := rdb.Exists(ctx, prefix+"{c1}:test:task:t1").Result(); n != 1 {
+	if n, _ := rdb.Exists(ctx, prefix+"{c1}:test:t:t1").Result(); n != 1 {
 		t.Error("a test task's status is not under its environment's key")
 	}
 }

@@ -81,24 +81,21 @@ func (s *Store) Briefs(ctx context.Context, customerID string, env environment.E
 	if len(taskIDs) == 0 {
 		return nil, nil
 	}
-	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(taskIDs))
-	for i, id := range taskIDs {
-		cmds[i] = pipe.HMGet(ctx, s.keys(customerID, env, id)[0], "customer_id", "state", "chain")
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("status briefs: %w", err)
-	}
 	out := make([]Brief, len(taskIDs))
-	for i, c := range cmds {
-		vals := c.Val()
-		str := func(j int) string { v, _ := vals[j].(string); return v }
-		if len(vals) != 3 || str(0) != customerID {
-			continue
+	err := s.each(ctx, customerID, env, taskIDs, 1, func(i int, c *compact, old *legacy) {
+		if c != nil {
+			out[i] = Brief{Found: true, State: stateNames[c.State], Chain: uint64(c.Chain)}
+			return
 		}
-		out[i].Found = true
-		out[i].State = State(str(1))
-		out[i].Chain, _ = strconv.ParseUint(str(2), 10, 64)
+		str := func(j int) string { v, _ := old.fields[j].(string); return v }
+		if str(0) != customerID {
+			return
+		}
+		out[i] = Brief{Found: true, State: State(str(2))}
+		out[i].Chain, _ = strconv.ParseUint(str(8), 10, 64)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("status briefs: %w", err)
 	}
 	return out, nil
 }

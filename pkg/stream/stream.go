@@ -51,6 +51,9 @@ type Config struct {
 	Replicas int
 	// MaxAge must comfortably exceed the retry schedule (21h33m40s plus jitter plus time spent
 	// waiting for a worker): a message that ages out while parked for a retry is a lost callback.
+	// The stream is also where a task's event is kept for reading back (Redis keeps only its
+	// sequence), so MaxAge should cover the status retention plus the retry schedule: a status
+	// outlives its message otherwise, and its task then answers "past retention".
 	MaxAge time.Duration
 	// Duplicates is the window in which a re-published Nats-Msg-Id is dropped.
 	Duplicates time.Duration
@@ -59,9 +62,13 @@ type Config struct {
 	MaxBytes int64
 }
 
-// DefaultConfig is the production layout: three days of retention for a 21.5-hour schedule.
+// DefaultMaxAge keeps each message for the default status retention (30 days) plus two days: the
+// retry schedule of its delivery (21.5 hours) and a margin.
+const DefaultMaxAge = 32 * 24 * time.Hour
+
+// DefaultConfig is the production layout.
 func DefaultConfig() Config {
-	return Config{Name: "CALLBACKS", Replicas: 1, MaxAge: 72 * time.Hour, Duplicates: 5 * time.Minute, MaxBytes: -1}
+	return Config{Name: "CALLBACKS", Replicas: 1, MaxAge: DefaultMaxAge, Duplicates: 5 * time.Minute, MaxBytes: -1}
 }
 
 // Validate checks the configuration.
@@ -92,6 +99,9 @@ func jetStreamConfig(cfg Config) jetstream.StreamConfig {
 		MaxBytes:    cfg.MaxBytes,
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  cfg.Duplicates,
+		// Readers fetch a task's event by its sequence (Originals): a direct get is answered by
+		// any replica without going through the stream leader's API.
+		AllowDirect: true,
 	}
 }
 
@@ -164,6 +174,7 @@ func Compare(have jetstream.StreamConfig, cfg Config) []Difference {
 	check("discard policy", want.Discard, have.Discard)
 	check("retention", want.Retention, have.Retention)
 	check("storage", want.Storage, have.Storage)
+	check("direct get", want.AllowDirect, have.AllowDirect)
 	return diffs
 }
 

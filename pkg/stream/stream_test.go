@@ -47,7 +47,7 @@ func TestAttach_reports_differences_and_never_changes_the_stream(t *testing.T) {
 	if _, diffs, err := stream.Attach(ctx, js, owner); err != nil || len(diffs) != 0 {
 		t.Fatalf("attach with the owner's settings: %v, %v; want no difference", diffs, err)
 	}
-	other := stream.DefaultConfig() // 72h
+	other := stream.DefaultConfig() // 32 days
 	other.Duplicates = time.Minute
 	_, diffs, err := stream.Attach(ctx, js, other)
 	if err != nil {
@@ -56,7 +56,7 @@ func TestAttach_reports_differences_and_never_changes_the_stream(t *testing.T) {
 	if got := settings(diffs); !slices.Equal(got, []string{"max age", "duplicate window"}) {
 		t.Errorf("differences %v, want max age and duplicate window", diffs)
 	}
-	if d := diffs[0]; d.Have != (96*time.Hour).String() || d.Want != (72*time.Hour).String() {
+	if d := diffs[0]; d.Have != (96*time.Hour).String() || d.Want != stream.DefaultMaxAge.String() {
 		t.Errorf("max age difference %+v", d)
 	}
 	if got := info(t, js, owner.Name); got.MaxAge != 96*time.Hour || got.Duplicates != owner.Duplicates {
@@ -142,5 +142,42 @@ func TestEnsure_updates_only_a_stream_whose_settings_differ(t *testing.T) {
 	}
 	if n, _, _ := updates.Pending(); n != 0 {
 		t.Errorf("%d more update advisories: Ensure updated a stream that already had its settings", n)
+	}
+}
+
+// A stream made before events were read back from it gets direct gets from its owner, and a
+// message is then read by its sequence; one that is gone answers ErrGone.
+func TestOriginals_read_by_sequence_after_the_owner_allows_direct_gets(t *testing.T) {
+	_, js := testenv.StartNATS(t).Connect(t)
+	ctx := context.Background()
+	cfg := stream.DefaultConfig()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: cfg.Name, Subjects: []string{stream.CompletedPrefix + ">", stream.ResendPrefix + ">"},
+		Storage: jetstream.FileStorage, MaxAge: 72 * time.Hour, Duplicates: cfg.Duplicates, Discard: jetstream.DiscardNew}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := stream.Ensure(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := info(t, js, cfg.Name); !c.AllowDirect || c.MaxAge != stream.DefaultMaxAge {
+		t.Fatalf("after Ensure: direct get %v, max age %s", c.AllowDirect, c.MaxAge)
+	}
+	ack, err := js.Publish(ctx, stream.CompletedSubject("c1"), []byte(`{"x":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := stream.NewOriginals(js, cfg.Name)
+	m, err := o.Get(ctx, ack.Sequence)
+	if err != nil || string(m.Data) != `{"x":1}` || m.Subject != "tasks.completed.c1" {
+		t.Fatalf("read back %+v, %v", m, err)
+	}
+	if err := st.DeleteMsg(ctx, ack.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Get(ctx, ack.Sequence); !errors.Is(err, stream.ErrGone) {
+		t.Errorf("a deleted message: %v, want ErrGone", err)
+	}
+	if _, err := o.Get(ctx, ack.Sequence+100); !errors.Is(err, stream.ErrGone) {
+		t.Errorf("a sequence never written: %v, want ErrGone", err)
 	}
 }

@@ -19,11 +19,13 @@ import (
 
 	"refonte.ai/callbacks/pkg/conn"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/service"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/pkg/version"
 	"refonte.ai/callbacks/services/gateway/internal/api"
 	"refonte.ai/callbacks/services/gateway/internal/recovery"
@@ -97,6 +99,7 @@ func newAPI(cfg api.Config, c *connections, pub *lazyPublisher, log *zap.Logger)
 		Customers:  customer.NewStore(c.rdb, cfg.RedisPrefix),
 		Status:     statuses,
 		Resender:   pub,
+		Originals:  stream.NewOriginals(c.js, cfg.Stream.Name),
 		Announcer:  api.NATSAnnouncer{Conn: c.nc},
 		Checks:     map[string]health.Check{"nats": health.NATS(c.nc), "redis": health.Redis(c.rdb), "stream": pub.Ready},
 		Log:        log,
@@ -105,6 +108,7 @@ func newAPI(cfg api.Config, c *connections, pub *lazyPublisher, log *zap.Logger)
 		Invalid:    quarantine.NewStore(c.rdb, cfg.RedisPrefix, 0),
 		Replayer:   pub,
 		Limits:     api.NewSharedLimits(c.rdb, cfg.RedisPrefix),
+		Endpoints:  endpoint.NewStore(c.rdb, cfg.RedisPrefix),
 	})
 }
 

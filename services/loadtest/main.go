@@ -7,6 +7,7 @@
 //	go run ./services/loadtest -duration 30s -rate 0 -json max.json
 //	go run ./services/loadtest -duration 20s -rate 5000 -json 5k.json
 //	go run ./services/loadtest -parked 100000 -duration 30s -rate 0 -json parked.json
+//	go run ./services/loadtest -paused 100000 -duration 30s -rate 0 -json paused.json
 //	go run ./services/loadtest -summarize max.json 5k.json parked.json
 package main
 
@@ -131,6 +132,8 @@ func parseFlags(args []string) (load.Config, options, error) {
 	fs.IntVar(&cfg.VerifySample, "verify", cfg.VerifySample, "delivered callbacks whose status is read back from Redis")
 	fs.Int64Var(&cfg.Parked, "parked", 0, "callbacks parked for retry at a dead endpoint before the measured load")
 	fs.DurationVar(&cfg.ParkedTimeout, "parked-timeout", cfg.ParkedTimeout, "how long parking may take")
+	fs.Int64Var(&cfg.Paused, "paused", 0, "callbacks held for a paused endpoint before the measured load")
+	fs.DurationVar(&cfg.PausedAge, "paused-age", cfg.PausedAge, "how long ago that endpoint was paused (a longer pause is rechecked less often)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write this process's CPU profile of the measured phase (receiver, publisher, in-process NATS)")
 	fs.StringVar(&cfg.PerfData, "perf", "", "record a perf (call graph) profile of the workers, nats-server and Redis during the measured phase into this file")
 	fs.DurationVar(&cfg.Sample, "sample", cfg.Sample, "timeline interval")

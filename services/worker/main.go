@@ -21,6 +21,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/conn"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/quarantine"
@@ -51,6 +52,10 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer conns.close()
+	if maxPayload := conns.nc.MaxPayload(); int64(cfg.EventMaxBytes) > maxPayload {
+		log.Warn("EVENT_MAX_BYTES is above the NATS server's max_payload: no event that large can be published",
+			zap.Int("event_max_bytes", cfg.EventMaxBytes), zap.Int64("max_payload", maxPayload))
+	}
 	reg := prometheus.NewRegistry()
 	w, err := build(ctx, cfg, conns, reg, log)
 	if err != nil {
@@ -119,6 +124,8 @@ func build(ctx context.Context, cfg worker.Config, c *conns, reg *prometheus.Reg
 		Transports: transports,
 		Log:        log,
 		Metrics:    worker.NewMetrics(reg),
+		Endpoints:  endpoint.NewStore(c.rdb, cfg.RedisPrefix),
+		Alerts:     worker.AlertMailer(transports),
 	})
 }
 

@@ -25,8 +25,9 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// MaxMessageBytes bounds one message.
-const MaxMessageBytes = 4 << 20
+// MaxMessageBytes bounds one message: a callback's body of up to about 2 MiB (an event at the
+// default EVENT_MAX_BYTES), quoted-printable, and its headers.
+const MaxMessageBytes = 8 << 20
 
 // keep is how many messages are remembered.
 const keep = 200

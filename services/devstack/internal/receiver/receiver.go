@@ -24,8 +24,10 @@ import (
 // AuthHeader carries the customer's Live Callback Auth Key (docs/receiving.md).
 const AuthHeader = "refonte-ai--callback-auth"
 
-// MaxBody bounds a callback body the receiver reads.
-const MaxBody = 1 << 20
+// MaxBody bounds a callback body the receiver reads: a callback carries its task and, once more,
+// the task's response, so an event at the default EVENT_MAX_BYTES (1 MiB) makes a body of up to
+// about 2 MiB.
+const MaxBody = 4 << 20
 
 // keep is how many callbacks the listing page remembers.
 const keep = 500

@@ -23,6 +23,7 @@ import (
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/services/gateway/internal/recovery"
 )
 
@@ -36,6 +37,7 @@ type profileStore interface {
 	RotateCallbackAuthKey(ctx context.Context, id string, env environment.Env) (customer.Profile, error)
 	RotateSigningSecret(ctx context.Context, id string, env environment.Env) (customer.Profile, error)
 	RotateAPIKey(ctx context.Context, id string, env environment.Env) (customer.Credentials, error)
+	SetAlerts(ctx context.Context, id string, env environment.Env, alertEmail *string, autoPause *bool) (customer.Profile, error)
 	Get(ctx context.Context, id string, env environment.Env) (customer.Profile, error)
 }
 
@@ -49,6 +51,12 @@ type resender interface {
 	Resend(ctx context.Context, ev event.Event, webhookID, dedupID string) (uint64, error)
 }
 
+// originals reads back the stream message that carried a delivery, where a task's event is kept
+// (Redis keeps only its sequence); a message past the stream's retention answers stream.ErrGone.
+type originals interface {
+	Get(ctx context.Context, seq uint64) (stream.Original, error)
+}
+
 // Announcer tells the workers that a customer's profile changed, so they drop their cached copy
 // and the next callback carries the new key or goes to the new default URL.
 type Announcer interface {
@@ -60,6 +68,8 @@ type Deps struct {
 	Customers profileStore
 	Status    statusStore
 	Resender  resender
+	// Originals reads tasks' events from the stream.
+	Originals originals
 	Announcer Announcer
 	// Checks are the dependencies /readyz probes.
 	Checks map[string]health.Check
@@ -75,6 +85,8 @@ type Deps struct {
 	// Limits shares the send-callback rate limit between gateways through Redis; nil: each
 	// gateway limits on its own.
 	Limits *SharedLimits
+	// Endpoints is the endpoint health and pauses store; nil: no endpoint routes.
+	Endpoints endpointStore
 }
 
 // API serves the gateway's routes.
@@ -104,7 +116,7 @@ type Route struct {
 // New builds the API. Routes of the admin API exist only when cfg.AdminToken is set. It is long
 // because it holds the route table: every method and path the gateway serves, read in one place.
 func New(cfg Config, d Deps) (*API, error) {
-	if d.Customers == nil || d.Status == nil || d.Resender == nil || d.Announcer == nil || d.Log == nil {
+	if d.Customers == nil || d.Status == nil || d.Resender == nil || d.Originals == nil || d.Announcer == nil || d.Log == nil {
 		return nil, errors.New("api: missing dependency")
 	}
 	if d.Registry == nil {
@@ -144,6 +156,12 @@ func New(cfg Config, d Deps) (*API, error) {
 	}
 	for _, r := range customerRoutes {
 		a.handle(r.method, r.path, a.authCustomer(r.h))
+	}
+	if d.Endpoints != nil {
+		d.Registry.MustRegister(newEndpointCollector(d.Endpoints, cfg.Retention))
+		a.handle("GET", "/v1/endpoints", a.authCustomer(a.listEndpoints))
+		a.handle("POST", "/v1/endpoints/pause", a.authCustomer(a.pauseEndpoint))
+		a.handle("POST", "/v1/endpoints/resume", a.authCustomer(a.resumeEndpoint))
 	}
 	if a.recoveries != nil {
 		a.handle("POST", "/v1/callbacks/recover", a.authCustomer(a.startRecovery))

@@ -173,10 +173,8 @@ func (a *API) getCallbackBody(w http.ResponseWriter, r *http.Request, p customer
 	if !ok {
 		return
 	}
-	ev, err := event.Decode(storedEvent(p.ID, p.Env, rec.Task))
-	if err != nil {
-		a.Log.Error("stored task is unreadable", zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID), zap.Error(err))
-		writeError(w, http.StatusInternalServerError, "stored task is unreadable")
+	ev, ok := a.readOriginal(w, r, p, rec)
+	if !ok {
 		return
 	}
 	writeRaw(w, http.StatusOK, ev.CallbackBody())

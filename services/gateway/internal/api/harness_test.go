@@ -25,11 +25,13 @@ import (
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/health"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/schemas"
 	"refonte.ai/callbacks/services/gateway/internal/api"
 	"refonte.ai/callbacks/services/gateway/internal/recovery"
@@ -130,6 +132,7 @@ func (h *harness) startStoppableGateway(rdb redis.UniversalClient, log *zap.Logg
 		Customers:  customer.NewStore(rdb, h.prefix),
 		Status:     statuses,
 		Resender:   resender,
+		Originals:  stream.NewOriginals(h.js, h.cfg.Stream.Name),
 		Announcer:  api.NATSAnnouncer{Conn: h.nc},
 		Checks:     map[string]health.Check{"nats": health.NATS(h.nc), "redis": health.Redis(rdb)},
 		Log:        log,
@@ -137,6 +140,7 @@ func (h *harness) startStoppableGateway(rdb redis.UniversalClient, log *zap.Logg
 		Invalid:    quarantine.NewStore(rdb, h.prefix, 0),
 		Replayer:   h.pub,
 		Limits:     api.NewSharedLimits(rdb, h.prefix),
+		Endpoints:  endpoint.NewStore(rdb, h.prefix),
 	})
 	if err != nil {
 		h.t.Fatal(err)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -237,14 +238,27 @@ func (a *API) replayInvalidEvent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	raw := e.Raw
 	if e.Truncated {
-		writeError(w, http.StatusConflict, "only the first "+strconv.Itoa(quarantine.MaxRaw)+
-			" bytes of this event were kept; replaying them would not be the event")
-		return
+		// Only the start was kept; the whole event is still in the stream, unless it is past
+		// the stream's retention.
+		m, err := a.Originals.Get(r.Context(), e.Sequence)
+		switch {
+		case err == nil && m.Subject == e.Subject && bytes.HasPrefix(m.Data, e.Raw):
+			raw = m.Data
+		case err == nil || errors.Is(err, stream.ErrGone):
+			writeError(w, http.StatusConflict, "only the first "+strconv.Itoa(quarantine.MaxRaw)+
+				" bytes of this event were kept and the stream no longer holds it; replaying them would not be the event")
+			return
+		default:
+			a.Log.Warn("reading an invalid event from the stream failed", zap.String("invalid_event_id", e.ID), zap.Error(err))
+			unavailable(w)
+			return
+		}
 	}
 	// From here on the replay happens whether or not the client waits for the answer.
 	ctx := context.WithoutCancel(r.Context())
-	res, err := a.Replayer.Replay(ctx, e.Subject, e.Headers, e.Raw)
+	res, err := a.Replayer.Replay(ctx, e.Subject, e.Headers, raw)
 	switch {
 	case errors.Is(err, publish.ErrNotReplayable):
 		writeError(w, http.StatusConflict, "the event's subject is not one the stream holds")

@@ -97,13 +97,19 @@ func TestRedis_errors_answer_503_JSON(t *testing.T) {
 	c := h.createCustomer("cust_a", "")
 
 	// A read that Redis refuses (here: a key of the wrong type) is a 503, not a 500 or a crash.
-	if err := h.rdb.Set(context.Background(), h.prefix+"{cust_a}:task:t9", "not a hash", 0).Err(); err != nil {
+	// Both forms a status takes: t9's record (a string) and t8's hash of the old form.
+	if err := h.rdb.HSet(context.Background(), h.prefix+"{cust_a}:t:t9", "not", "a string").Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, req := range []struct{ method, path string }{
-		{"GET", "/v1/task/t9"}, {"GET", "/v1/task/t9/callback"}, {"POST", "/v1/task/t9/send-callback"},
-	} {
-		wantError(t, h.as(c.APIKey, req.method, req.path, nil), http.StatusServiceUnavailable)
+	if err := h.rdb.Set(context.Background(), h.prefix+"{cust_a}:task:t8", "not a hash", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"t9", "t8"} {
+		for _, req := range []struct{ method, path string }{
+			{"GET", "/v1/task/" + id}, {"GET", "/v1/task/" + id + "/callback"}, {"POST", "/v1/task/" + id + "/send-callback"},
+		} {
+			wantError(t, h.as(c.APIKey, req.method, req.path, nil), http.StatusServiceUnavailable)
+		}
 	}
 
 	// Redis unreachable altogether.

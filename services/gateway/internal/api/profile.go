@@ -22,11 +22,13 @@ type profileView struct {
 	Environment        environment.Env `json:"environment"`
 	DefaultCallbackURL string          `json:"default_callback_url"`
 	CallbackAuthKey    string          `json:"callback_auth_key"`
+	AlertEmail         string          `json:"alert_email"`
+	AutoPause          bool            `json:"auto_pause"`
 }
 
 func viewProfile(p customer.Profile) profileView {
 	return profileView{CustomerID: p.ID, Environment: p.Env, DefaultCallbackURL: p.DefaultCallbackURL,
-		CallbackAuthKey: p.CallbackAuthKey}
+		CallbackAuthKey: p.CallbackAuthKey, AlertEmail: p.AlertEmail, AutoPause: p.AutoPause}
 }
 
 func (a *API) getProfile(w http.ResponseWriter, _ *http.Request, p customer.Profile) {
@@ -41,23 +43,50 @@ func validateDefaultURL(u string) *requestError {
 	return nil
 }
 
+// validateAlertEmail accepts "" (no alerts) and one bare email address.
+func validateAlertEmail(s string) *requestError {
+	if s == "" {
+		return nil
+	}
+	if t, err := target.Parse(s); err != nil || t.Kind != target.Email || t.Address != s {
+		return badRequest("alert_email: want one email address such as ops@example.com, or \"\" for no alerts")
+	}
+	return nil
+}
+
 func (a *API) patchProfile(w http.ResponseWriter, r *http.Request, p customer.Profile) {
 	var req struct {
 		DefaultCallbackURL *string `json:"default_callback_url"`
+		AlertEmail         *string `json:"alert_email"`
+		AutoPause          *bool   `json:"auto_pause"`
 	}
 	if e := decodeJSON(w, r, a.cfg.MaxBodyBytes, &req); e != nil {
 		writeError(w, e.code, e.msg)
 		return
 	}
-	if req.DefaultCallbackURL == nil {
-		writeError(w, http.StatusBadRequest, `default_callback_url is required ("" clears it)`)
+	if req.DefaultCallbackURL == nil && req.AlertEmail == nil && req.AutoPause == nil {
+		writeError(w, http.StatusBadRequest, `want at least one of default_callback_url ("" clears it), alert_email ("" clears it), auto_pause`)
 		return
 	}
-	if e := validateDefaultURL(*req.DefaultCallbackURL); e != nil {
-		writeError(w, e.code, e.msg)
-		return
+	if req.DefaultCallbackURL != nil {
+		if e := validateDefaultURL(*req.DefaultCallbackURL); e != nil {
+			writeError(w, e.code, e.msg)
+			return
+		}
 	}
-	updated, err := a.Customers.SetDefaultCallbackURL(r.Context(), p.ID, p.Env, *req.DefaultCallbackURL)
+	if req.AlertEmail != nil {
+		if e := validateAlertEmail(*req.AlertEmail); e != nil {
+			writeError(w, e.code, e.msg)
+			return
+		}
+	}
+	updated, err := p, error(nil)
+	if req.DefaultCallbackURL != nil {
+		updated, err = a.Customers.SetDefaultCallbackURL(r.Context(), p.ID, p.Env, *req.DefaultCallbackURL)
+	}
+	if err == nil && (req.AlertEmail != nil || req.AutoPause != nil) {
+		updated, err = a.Customers.SetAlerts(r.Context(), p.ID, p.Env, req.AlertEmail, req.AutoPause)
+	}
 	if !a.profileWritten(r.Context(), w, p.ID, err) {
 		return
 	}

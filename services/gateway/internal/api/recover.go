@@ -103,7 +103,7 @@ func (s recoverySender) Resend(ctx context.Context, customerID string, env envir
 		return 0, err
 	}
 	rec, err := s.a.Status.Get(ctx, customerID, p.Env, taskID)
-	if errors.Is(err, status.ErrNotFound) || (err == nil && (rec.CustomerID != customerID || len(rec.Task) == 0)) {
+	if errors.Is(err, status.ErrNotFound) || (err == nil && (rec.CustomerID != customerID || !hasTask(rec))) {
 		return 0, fmt.Errorf("%w: the task's status expired", recovery.ErrSkip)
 	}
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/pkg/target"
 )
 
@@ -29,8 +30,8 @@ func (a *API) record(w http.ResponseWriter, r *http.Request, p customer.Profile)
 		return status.Record{}, false
 	}
 	rec, err := a.Status.Get(r.Context(), p.ID, p.Env, id)
-	// A record without its task (never written whole) has nothing to show or resend.
-	if errors.Is(err, status.ErrNotFound) || (err == nil && (rec.CustomerID != p.ID || len(rec.Task) == 0)) {
+	// A record that names no task (never written whole) has nothing to show or resend.
+	if errors.Is(err, status.ErrNotFound) || (err == nil && (rec.CustomerID != p.ID || !hasTask(rec))) {
 		writeError(w, http.StatusNotFound, "task not found")
 		return status.Record{}, false
 	}
@@ -42,12 +43,75 @@ func (a *API) record(w http.ResponseWriter, r *http.Request, p customer.Profile)
 	return rec, true
 }
 
+// hasTask reports whether rec names its task: kept with it (the old form), or in the stream.
+func hasTask(rec status.Record) bool { return len(rec.Task) > 0 || rec.Chain > 0 }
+
+// errTaskUnreadable: the task's event cannot be read back as this task's.
+var errTaskUnreadable = errors.New("stored task is unreadable")
+
+// goneMessage answers for a task whose event is past the stream's retention.
+const goneMessage = "the task's body is past the stream's retention: its status and attempts are still readable, " +
+	"but it can no longer be shown or resent"
+
+// original reads back rec's completion event: the task its old-form status kept, or the stream
+// message its chain names. That message is checked to be this task's (customer, environment,
+// task id, webhook id), so a status never shows or resends another task's body. A message that
+// is gone answers stream.ErrGone; one that is not this task's, errTaskUnreadable.
+func (a *API) original(ctx context.Context, p customer.Profile, rec status.Record) (event.Event, error) {
+	if len(rec.Task) > 0 {
+		ev, err := event.Decode(storedEvent(p.ID, p.Env, rec.Task))
+		if err != nil {
+			return event.Event{}, fmt.Errorf("%w: %v", errTaskUnreadable, err)
+		}
+		return ev, nil
+	}
+	m, err := a.Originals.Get(ctx, rec.Chain)
+	if err != nil {
+		return event.Event{}, err
+	}
+	ev, err := event.DecodeLimit(m.Data, len(m.Data))
+	switch {
+	case err != nil:
+	case ev.CustomerID != p.ID || ev.Environment != p.Env || ev.TaskID != rec.TaskID:
+		err = fmt.Errorf("message %d is task %q of %s/%s", rec.Chain, ev.TaskID, ev.CustomerID, ev.Environment)
+	case stream.WebhookID(m.Subject, m.Header, ev) != rec.WebhookID:
+		err = fmt.Errorf("message %d is another completion of the task", rec.Chain)
+	}
+	if err != nil {
+		return event.Event{}, fmt.Errorf("%w: %v", errTaskUnreadable, err)
+	}
+	return ev, nil
+}
+
+// readOriginal is original for a handler: it answers the request itself when the task cannot be
+// read (410 past retention, 500 unreadable, 503 stream unavailable).
+func (a *API) readOriginal(w http.ResponseWriter, r *http.Request, p customer.Profile, rec status.Record) (event.Event, bool) {
+	ev, err := a.original(r.Context(), p, rec)
+	switch {
+	case err == nil:
+		return ev, true
+	case errors.Is(err, stream.ErrGone):
+		writeError(w, http.StatusGone, goneMessage)
+	case errors.Is(err, errTaskUnreadable):
+		a.Log.Error("stored task is unreadable", zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID), zap.Error(err))
+		writeError(w, http.StatusInternalServerError, "stored task is unreadable")
+	default:
+		a.Log.Warn("reading a task from the stream failed", zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID), zap.Error(err))
+		unavailable(w)
+	}
+	return event.Event{}, false
+}
+
 func (a *API) getTask(w http.ResponseWriter, r *http.Request, p customer.Profile) {
 	rec, ok := a.record(w, r, p)
 	if !ok {
 		return
 	}
-	body, err := taskWithFlag(rec.Task, rec.Succeeded)
+	ev, ok := a.readOriginal(w, r, p, rec)
+	if !ok {
+		return
+	}
+	body, err := taskWithFlag(ev.Task, rec.Succeeded)
 	if err != nil {
 		a.Log.Error("stored task is unreadable", zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID), zap.Error(err))
 		writeError(w, http.StatusInternalServerError, "stored task is unreadable")
@@ -221,7 +285,9 @@ type resendError struct {
 func (e *resendError) Error() string { return e.msg }
 
 // resend is the one path by which a stored callback goes out again (send-callback, recovery):
-// it puts the stored original back on the stream. The worker delivers the same body with the
+// it puts the original back on the stream, read from the message its status names. The new
+// message holds the same task and becomes the status's chain, so the task stays readable from
+// it for the stream's whole retention from now. The worker delivers the same body with the
 // same webhook-id to the task's target as it is now: the task's own callback_url, else the
 // profile's current default. The new delivery supersedes any earlier one of the task, so a
 // retrying delivery stops racing it for the flag. A *resendError says the callback cannot be
@@ -229,10 +295,15 @@ func (e *resendError) Error() string { return e.msg }
 // stream sequence of the new delivery.
 func (a *API) resend(ctx context.Context, p customer.Profile, rec status.Record, dedupID string) (target.Target, uint64, error) {
 	log := a.Log.With(zap.String("customer_id", p.ID), zap.String("task_id", rec.TaskID))
-	ev, err := event.Decode(storedEvent(p.ID, p.Env, rec.Task))
-	if err != nil || rec.WebhookID == "" {
+	ev, err := a.original(ctx, p, rec)
+	switch {
+	case errors.Is(err, stream.ErrGone):
+		return target.Target{}, 0, &resendError{http.StatusGone, goneMessage}
+	case errors.Is(err, errTaskUnreadable) || (err == nil && rec.WebhookID == ""):
 		log.Error("stored task cannot be resent", zap.Error(err), zap.Bool("has_webhook_id", rec.WebhookID != ""))
 		return target.Target{}, 0, &resendError{http.StatusInternalServerError, "the stored task cannot be resent"}
+	case err != nil:
+		return target.Target{}, 0, err // the stream did not answer: may be tried again
 	}
 	tgt, err := target.Resolve(ev.CallbackURL, p.DefaultCallbackURL)
 	switch {
@@ -246,7 +317,7 @@ func (a *API) resend(ctx context.Context, p customer.Profile, rec status.Record,
 	if err != nil {
 		return tgt, 0, err
 	}
-	d := status.Delivery{CustomerID: p.ID, Env: p.Env, TaskID: ev.TaskID, WebhookID: rec.WebhookID, Task: ev.Task, Chain: seq}
+	d := status.Delivery{CustomerID: p.ID, Env: p.Env, TaskID: ev.TaskID, WebhookID: rec.WebhookID, Chain: seq}
 	if _, err := a.Status.Queue(ctx, d, a.now()); err != nil {
 		// The resend is on the stream; the worker's first attempt records the new delivery.
 		log.Warn("recording a queued resend failed", zap.Error(err))

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"refonte.ai/callbacks/pkg/event"
 )
 
 // Config is one load run.
@@ -77,6 +79,10 @@ type Config struct {
 	// their next retry while it runs.
 	Parked        int64
 	ParkedTimeout time.Duration
+	// Paused callbacks go to an endpoint paused PausedAge ago, before the measured load, and
+	// are held (deferred without attempts) while it runs.
+	Paused    int64
+	PausedAge time.Duration
 
 	// CPUProfile, when set, is where this process's CPU profile of the measured phase goes.
 	CPUProfile string
@@ -105,6 +111,7 @@ func Defaults() Config {
 		SignCheckEvery: 100,
 		VerifySample:   200,
 		ParkedTimeout:  10 * time.Minute,
+		PausedAge:      time.Hour,
 		Sample:         time.Second,
 	}
 }
@@ -123,6 +130,10 @@ func (c Config) Validate() error {
 	check(c.Workers < 1 || c.Workers > 64, "-workers %d: want 1 to 64", c.Workers)
 	check(c.Customers < 1 || c.Customers > 10_000, "-customers %d: want 1 to 10000", c.Customers)
 	check(c.Hosts < 1 || c.Hosts > 256, "-hosts %d: want 1 to 256", c.Hosts)
+	// An event must stay under the workers' EVENT_MAX_BYTES (and NATS's max_payload), both
+	// 1 MiB by default; the rest of a task is well under 4 KiB.
+	check(c.PadBytes < 0 || c.PadBytes > event.DefaultMaxSize-4<<10, "-pad %d: want 0 to %d (events up to EVENT_MAX_BYTES, 1 MiB)",
+		c.PadBytes, event.DefaultMaxSize-4<<10)
 	check(c.SideRate < 0 || c.SideRate > 10_000, "-side-rate %g: want 0 to 10000", c.SideRate)
 	check(c.Rate < 0, "-rate %g: want 0 (as fast as possible) or more", c.Rate)
 	check(c.Duration <= 0 && c.Count <= 0, "set -duration or -count: a run must be bounded")
@@ -135,6 +146,8 @@ func (c Config) Validate() error {
 		"-fail %g -slow %g: want shares that add up to at most 1", c.Receiver.Fail, c.Receiver.Slow)
 	check(c.Receiver.FailStatus < 300 || c.Receiver.FailStatus > 599, "-fail-status %d: want 300 to 599", c.Receiver.FailStatus)
 	check(c.Parked < 0 || c.Parked > 5_000_000, "-parked %d: want 0 to 5000000", c.Parked)
+	check(c.Paused < 0 || c.Paused > 5_000_000, "-paused %d: want 0 to 5000000", c.Paused)
+	check(c.PausedAge < 0, "-paused-age %s: want 0 or more", c.PausedAge)
 	check(c.NATSURL != "" && c.NATSBin != "", "-nats-url and -nats-bin exclude each other")
 	check(c.Reference != "" && c.Reference != "net/http" && c.Reference != "fasthttp",
 		"-reference %q: want net/http or fasthttp", c.Reference)

@@ -38,10 +38,12 @@ type Report struct {
 	Redis     RedisCost     `json:"redis"`
 	NATS      NATSStats     `json:"nats"`
 	Parked    *ParkedStats  `json:"parked,omitempty"`
-	Reads     *StatusReads  `json:"status_reads,omitempty"`
-	Side      *SideStats    `json:"side,omitempty"`
-	Workers   WorkerMetrics `json:"worker_metrics"`
-	Consumer  ConsumerState `json:"consumer"`
+	// Held is the phase that held callbacks for a paused endpoint (Hits: 0, no attempt).
+	Held     *ParkedStats  `json:"held,omitempty"`
+	Reads    *StatusReads  `json:"status_reads,omitempty"`
+	Side     *SideStats    `json:"side,omitempty"`
+	Workers  WorkerMetrics `json:"worker_metrics"`
+	Consumer ConsumerState `json:"consumer"`
 
 	Verify     Verification `json:"verification"`
 	LostSample []string     `json:"lost_sample,omitempty"`
@@ -74,6 +76,7 @@ type Settings struct {
 	Slow            float64 `json:"slow"`
 	SlowDelay       string  `json:"slow_delay"`
 	Parked          int64   `json:"parked"`
+	Paused          int64   `json:"paused,omitempty"`
 	NATS            string  `json:"nats"`
 	BodyBytes       int     `json:"event_bytes"`
 	// Reference is the reference loop's HTTP client when it stood in for the workers.
@@ -271,6 +274,12 @@ func (r *Report) writeState(w io.Writer) {
 		p("parked: %d callbacks, %d first attempts in %.1fs; %d ack-pending; NATS mem %.1f MB before, %.1f MB parked "+
 			"(%+.1f MB); idle %.0fs: NATS CPU %.2fs, workers CPU %.2fs\n",
 			pk.N, pk.Hits, pk.ParkSeconds, pk.AckPending, mb(pk.MemBefore), mb(pk.MemParked),
+			mb(pk.MemParked-pk.MemBefore), pk.IdleSeconds, pk.IdleCPUNATS, pk.IdleCPUWorkers)
+	}
+	if pk := r.Held; pk != nil {
+		p("held for a paused endpoint: %d callbacks in %.1fs, %d attempts; %d ack-pending; NATS mem %.1f MB before, %.1f MB held "+
+			"(%+.1f MB); idle %.0fs: NATS CPU %.2fs, workers CPU %.2fs\n",
+			pk.N, pk.ParkSeconds, pk.Hits, pk.AckPending, mb(pk.MemBefore), mb(pk.MemParked),
 			mb(pk.MemParked-pk.MemBefore), pk.IdleSeconds, pk.IdleCPUNATS, pk.IdleCPUWorkers)
 	}
 	wm := r.Workers

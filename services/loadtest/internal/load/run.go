@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/status"
 	"refonte.ai/callbacks/pkg/stream"
@@ -256,7 +257,7 @@ func (rn *runner) startReceivers(ctx context.Context) error {
 	if rn.reader != nil {
 		rn.recv.OnSuccess(rn.reader.Arrived)
 	}
-	if rn.cfg.Parked > 0 {
+	if rn.cfg.Parked > 0 || rn.cfg.Paused > 0 {
 		if rn.dead, err = NewDeadEndpoint(rn.cfg.Hosts); err != nil {
 			return fmt.Errorf("start the dead endpoint: %w", err)
 		}
@@ -361,7 +362,7 @@ func (rn *runner) recordSettings() {
 		RetrySchedule: rn.schedule, Customers: cfg.Customers, Hosts: cfg.Hosts, Rate: cfg.Rate,
 		Duration: cfg.Duration.String(), Count: cfg.Count, Backlog: cfg.Backlog, Warmup: cfg.Warmup.String(),
 		Fail: cfg.Receiver.Fail, Slow: cfg.Receiver.Slow, SlowDelay: cfg.Receiver.SlowDelay.String(),
-		Parked: cfg.Parked, NATS: rn.r.Settings.NATS, Reference: cfg.Reference,
+		Parked: cfg.Parked, Paused: cfg.Paused, NATS: rn.r.Settings.NATS, Reference: cfg.Reference,
 		BodyBytes: len(Body(rn.custIDs[0], taskID(0), time.Now().UnixNano(), rn.recv.URLs()[0], rn.pub.pad))}
 }
 
@@ -374,7 +375,68 @@ func (rn *runner) parkCallbacks(ctx context.Context) error {
 			return err
 		}
 	}
+	if rn.cfg.Paused > 0 {
+		rn.logf("holding %d callbacks for an endpoint paused %s ago", rn.cfg.Paused, rn.cfg.PausedAge)
+		var err error
+		if rn.r.Held, err = rn.hold(ctx); err != nil {
+			return err
+		}
+	}
 	return ctx.Err()
+}
+
+// hold pauses the dead endpoints for every customer, as of cfg.PausedAge ago, publishes
+// cfg.Paused callbacks to them and waits until the workers hold every one (deferred, no
+// attempt); then it measures an idle spell.
+func (rn *runner) hold(ctx context.Context) (*ParkedStats, error) {
+	ps := &ParkedStats{N: rn.cfg.Paused}
+	eps := endpoint.NewStore(rn.rdb, rn.prefix)
+	at := time.Now().Add(-rn.cfg.PausedAge)
+	for _, c := range rn.custIDs {
+		for _, u := range rn.dead.URLs() {
+			ep, err := endpoint.Parse(u)
+			if err == nil {
+				err = eps.Pause(ctx, c, environment.Live, ep, at)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("pausing %s: %w", u, err)
+			}
+		}
+	}
+	ps.MemBefore, _, _ = rn.broker.Varz()
+	before := rn.dead.Hits()
+	start := time.Now()
+	info, err := rn.cons.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	already := int64(info.NumAckPending)
+	held := &Publisher{js: rn.pub.js, tracker: rn.pub.tracker, customers: rn.pub.customers, targets: rn.dead.URLs(),
+		taskPre: "lth_", pad: rn.pub.pad}
+	for i := range rn.cfg.Paused {
+		if err := held.publish(ctx, i, "lth-"+rn.id+"-", false); err != nil {
+			return nil, fmt.Errorf("publishing held callbacks: %w", err)
+		}
+	}
+	rn.pub.Flush(ctx, 30*time.Second)
+	ok := waitFor(ctx, start.Add(rn.cfg.ParkedTimeout), 100*time.Millisecond, func() bool {
+		info, err := rn.cons.Info(ctx)
+		if err != nil {
+			return false
+		}
+		ps.AckPending = info.NumAckPending
+		return info.NumPending == 0 && int64(info.NumAckPending)-already >= rn.cfg.Paused
+	})
+	ps.ParkSeconds = time.Since(start).Seconds()
+	ps.Hits = rn.dead.Hits() - before
+	if !ok {
+		return nil, fmt.Errorf("only %d of %d callbacks were held within %s", int64(ps.AckPending)-already, rn.cfg.Paused, rn.cfg.ParkedTimeout)
+	}
+	rn.logf("%d callbacks held in %.1fs (%d attempts reached the paused endpoint)", rn.cfg.Paused, ps.ParkSeconds, ps.Hits)
+	if err := measureIdle(ctx, ps, rn.broker, rn.meter); err != nil {
+		return nil, err
+	}
+	return ps, nil
 }
 
 // phase is what the measured phase leaves for the report.

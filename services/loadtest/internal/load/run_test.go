@@ -113,3 +113,24 @@ func run(t *testing.T, cfg Config) *Report {
 	}
 	return r
 }
+
+// Callbacks held for a paused endpoint: the measured load is delivered in full beside them,
+// none of them reaches the endpoint, and they are still waiting at the end.
+func TestRun_small_load_beside_callbacks_held_for_a_paused_endpoint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the worker fleet")
+	}
+	cfg := smallRun(t)
+	cfg.Paused = 200
+	cfg.Gateway = false
+	r := run(t, cfg)
+	if r.Published != 300 || r.Delivered != 300 || r.Lost != 0 || r.Duplicates != 0 || !r.Settled {
+		t.Errorf("counts %+v, settled %v", r.Counts, r.Settled)
+	}
+	if r.Held == nil || r.Held.Hits != 0 || r.Held.AckPending < 200 {
+		t.Errorf("held %+v; want 200 held and no attempt", r.Held)
+	}
+	if r.Consumer.NumAckPending < 200 || r.Consumer.NumPending != 0 {
+		t.Errorf("consumer at end %+v: the held callbacks should still be waiting", r.Consumer)
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/config"
 	"refonte.ai/callbacks/pkg/env"
+	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/schedule"
 	"refonte.ai/callbacks/pkg/stream"
 )
@@ -42,6 +43,10 @@ type Config struct {
 	MaxHeldBytes int
 	HostQueue    int
 
+	// EventMaxBytes is the largest event delivered (EVENT_MAX_BYTES); a larger one is refused
+	// as too large and kept with the invalid events.
+	EventMaxBytes int
+
 	Timeout      time.Duration
 	Schedule     schedule.Schedule
 	AllowPrivate bool
@@ -55,6 +60,22 @@ type Config struct {
 
 	ProfileCacheTTL time.Duration
 	ShutdownGrace   time.Duration
+
+	// AlertAfter consecutive failed attempts to one endpoint mail the customer's alert_email;
+	// 0 turns alerts off. AlertInterval is the least time between two alerts for an endpoint.
+	AlertAfter    int
+	AlertInterval time.Duration
+	// AutoPauseAfter of uninterrupted failure pauses an endpoint, for customers who opted in;
+	// 0: never.
+	AutoPauseAfter time.Duration
+	// PausedRecheck is the longest a callback held for a paused endpoint waits before it is
+	// looked at again (a short pause is rechecked sooner): the cost of holding callbacks against
+	// how soon they flow after a resume.
+	PausedRecheck time.Duration
+	// PausedMaxHold is the longest a callback is held for a paused endpoint, counted from its
+	// publication; then it ends as failed. By default an hour short of the stream's retention,
+	// so that no held callback is ever dropped unrecorded.
+	PausedMaxHold time.Duration
 }
 
 // gcPercent is the worker's garbage-collection target when GOGC is unset. A delivery allocates
@@ -77,6 +98,8 @@ func LoadConfig(r *env.Reader) (Config, error) {
 		MaxHeldBytes: r.Int("WORKER_MAX_HELD_BYTES", 64<<20),
 		HostQueue:    r.Int("WORKER_HOST_QUEUE", 4096),
 
+		EventMaxBytes: r.Int("EVENT_MAX_BYTES", event.DefaultMaxSize),
+
 		Timeout:      r.Duration("CALLBACK_TIMEOUT", 30*time.Second),
 		AllowPrivate: r.Bool("CALLBACK_ALLOW_PRIVATE", false),
 
@@ -87,6 +110,12 @@ func LoadConfig(r *env.Reader) (Config, error) {
 
 		ProfileCacheTTL: r.Duration("PROFILE_CACHE_TTL", 5*time.Second),
 		ShutdownGrace:   r.Duration("SHUTDOWN_GRACE", 0),
+
+		AlertAfter:     r.Int("ALERT_AFTER_FAILURES", 20),
+		AlertInterval:  r.Duration("ALERT_INTERVAL", 6*time.Hour),
+		AutoPauseAfter: r.Duration("ALERT_AUTO_PAUSE_AFTER", 0),
+		PausedRecheck:  r.Duration("ENDPOINT_PAUSED_RECHECK", 15*time.Minute),
+		PausedMaxHold:  r.Duration("ENDPOINT_PAUSED_MAX_HOLD", 0),
 	}
 	c.Schedule = schedule.Default
 	if s := r.String("CALLBACK_RETRY_SCHEDULE", ""); s != "" {
@@ -120,6 +149,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = c.Timeout + 10*time.Second
 	}
+	if c.PausedMaxHold == 0 {
+		c.PausedMaxHold = c.Stream.MaxAge - time.Hour
+	}
 }
 
 // Validate reports every value that parsed but makes no sense.
@@ -141,6 +173,11 @@ func (c Config) Validate() error {
 	if c.MaxHeldBytes < 1<<20 {
 		fail("WORKER_MAX_HELD_BYTES=%d: want at least 1048576", c.MaxHeldBytes)
 	}
+	if c.EventMaxBytes < 1024 || c.EventMaxBytes > event.MaxSizeLimit {
+		fail("EVENT_MAX_BYTES=%d: want 1024 to %d", c.EventMaxBytes, event.MaxSizeLimit)
+	} else if c.EventMaxBytes > c.MaxHeldBytes {
+		fail("EVENT_MAX_BYTES=%d: want at most WORKER_MAX_HELD_BYTES (%d), so that the window holds an event of that size", c.EventMaxBytes, c.MaxHeldBytes)
+	}
 	if c.HostQueue < 1 || c.HostQueue > c.MaxHeld {
 		fail("WORKER_HOST_QUEUE=%d: want 1 to WORKER_MAX_HELD (%d)", c.HostQueue, c.MaxHeld)
 	}
@@ -153,6 +190,23 @@ func (c Config) Validate() error {
 	}
 	if c.Consumer == "" {
 		fail("NATS_CONSUMER is empty")
+	}
+	if c.AlertAfter < 0 || c.AlertAfter > 1_000_000 {
+		fail("ALERT_AFTER_FAILURES=%d: want 0 (off) to 1000000", c.AlertAfter)
+	}
+	if c.AlertInterval < time.Second {
+		fail("ALERT_INTERVAL=%s: want at least 1s", c.AlertInterval)
+	}
+	if c.AutoPauseAfter < 0 {
+		fail("ALERT_AUTO_PAUSE_AFTER=%s: want 0 (off) or a duration", c.AutoPauseAfter)
+	}
+	if c.PausedRecheck < minPausedDefer || c.PausedRecheck > time.Hour {
+		fail("ENDPOINT_PAUSED_RECHECK=%s: want %s to 1h", c.PausedRecheck, minPausedDefer)
+	}
+	// A held callback is looked at again at most PausedRecheck (+10%) after its deadline has
+	// not yet come: the deadline must leave that much of the stream's retention.
+	if limit := c.Stream.MaxAge - c.PausedRecheck*11/10; c.PausedMaxHold <= 0 || c.PausedMaxHold > limit {
+		fail("ENDPOINT_PAUSED_MAX_HOLD=%s: want more than 0 and at most %s (NATS_STREAM_MAX_AGE less ENDPOINT_PAUSED_RECHECK and 10%%)", c.PausedMaxHold, limit)
 	}
 	return errors.Join(errs...)
 }

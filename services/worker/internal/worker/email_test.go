@@ -186,7 +186,7 @@ func TestEmail_resend_mails_the_callback_again(t *testing.T) {
 		t.Fatalf("first delivery: state %q", rec.State)
 	}
 
-	ev, err := event.Decode(storedEvent(t, rec))
+	ev, err := event.Decode(h.storedEvent(rec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,12 +208,13 @@ func TestEmail_resend_mails_the_callback_again(t *testing.T) {
 	}
 }
 
-// storedEvent rebuilds the completion event from a status record, as the gateway does.
-func storedEvent(t *testing.T, rec status.Record) []byte {
-	t.Helper()
-	raw, err := json.Marshal(map[string]any{"customer_id": rec.CustomerID, "task": rec.Task})
+// storedEvent rebuilds the completion event from a status record and the stream message it
+// names, as the gateway does.
+func (h *harness) storedEvent(rec status.Record) []byte {
+	h.t.Helper()
+	raw, err := json.Marshal(map[string]any{"customer_id": rec.CustomerID, "task": h.original(rec).Task})
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
 	return raw
 }

@@ -8,17 +8,21 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"refonte.ai/callbacks/internal/testenv"
 	"refonte.ai/callbacks/pkg/customer"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/env"
 	"refonte.ai/callbacks/pkg/environment"
+	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/publish"
 	"refonte.ai/callbacks/pkg/quarantine"
 	"refonte.ai/callbacks/pkg/status"
+	"refonte.ai/callbacks/pkg/stream"
 	"refonte.ai/callbacks/services/worker/internal/worker"
 )
 
@@ -39,6 +43,9 @@ type harness struct {
 	log       *zap.Logger
 	// profileTTL is how long the worker caches a profile (1s unless a test changes it).
 	profileTTL time.Duration
+	endpoints  *endpoint.Store
+	// regs are the metric registries of the workers started, one each.
+	regs []*prometheus.Registry
 }
 
 func newHarness(t *testing.T, vars map[string]string) *harness {
@@ -66,6 +73,7 @@ func newHarness(t *testing.T, vars map[string]string) *harness {
 	h.customers = customer.NewStore(h.rdb, prefix)
 	h.statuses = status.NewStore(h.rdb, prefix, cfg.Retention)
 	h.invalid = quarantine.NewStore(h.rdb, prefix, 0)
+	h.endpoints = endpoint.NewStore(h.rdb, prefix)
 	h.pub, err = publish.New(context.Background(), h.js, cfg.Stream)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +93,8 @@ func (h *harness) startWorker() (stop func()) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
+	h.regs = append(h.regs, reg)
 	w, err := worker.New(h.cfg, worker.Deps{
 		Consumer:   consumer,
 		Profiles:   customer.NewCache(h.customers, h.profileTTL),
@@ -92,6 +102,9 @@ func (h *harness) startWorker() (stop func()) {
 		Invalid:    h.invalid,
 		Transports: transports,
 		Log:        h.log,
+		Endpoints:  h.endpoints,
+		Alerts:     worker.AlertMailer(transports),
+		Metrics:    worker.NewMetrics(reg),
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -107,6 +120,33 @@ func (h *harness) startWorker() (stop func()) {
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	h.t.Cleanup(stop)
 	return stop
+}
+
+// counter sums a counter over every worker started, for the series with the given labels.
+func (h *harness) counter(name string, labels map[string]string) float64 {
+	h.t.Helper()
+	var sum float64
+	for _, reg := range h.regs {
+		families, err := reg.Gather()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() != name {
+				continue
+			}
+		metrics:
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+						continue metrics
+					}
+				}
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 func (h *harness) newCustomer(id, defaultURL string) customer.Profile {
@@ -169,4 +209,18 @@ func (h *harness) consumerInfo() *jetstream.ConsumerInfo {
 		h.t.Fatal(err)
 	}
 	return info
+}
+
+// original reads back and decodes the stream message a status names (its chain).
+func (h *harness) original(rec status.Record) event.Event {
+	h.t.Helper()
+	m, err := stream.NewOriginals(h.js, h.cfg.Stream.Name).Get(context.Background(), rec.Chain)
+	if err != nil {
+		h.t.Fatalf("reading message %d of task %s: %v", rec.Chain, rec.TaskID, err)
+	}
+	ev, err := event.Decode(m.Data)
+	if err != nil || ev.TaskID != rec.TaskID || ev.CustomerID != rec.CustomerID {
+		h.t.Fatalf("message %d is task %s of %s (%v), want %s of %s", rec.Chain, ev.TaskID, ev.CustomerID, err, rec.TaskID, rec.CustomerID)
+	}
+	return ev
 }

@@ -19,7 +19,9 @@ import (
 // Hostile events each get a clear, recorded rejection, and the valid events around them are
 // delivered as usual.
 func TestInvalid_hostile_events_are_refused_and_others_flow(t *testing.T) {
-	h := newHarness(t, nil)
+	// A limit under the broker's payload limit, so an event over it can be published at all.
+	const limit = 256 << 10
+	h := newHarness(t, map[string]string{"EVENT_MAX_BYTES": fmt.Sprint(limit)})
 	rc := testenv.NewReceiver(t, nil)
 	h.newCustomer("c1", "")
 	h.startWorker()
@@ -36,7 +38,7 @@ func TestInvalid_hostile_events_are_refused_and_others_flow(t *testing.T) {
 		data          []byte
 		reason        event.Reason
 	}{
-		{"over the size limit", "tasks.completed.c1", wrap(`{"task_id":"big","status":"completed","pad":"` + strings.Repeat("a", event.MaxSize) + `"}`), event.ReasonTooLarge},
+		{"over the size limit", "tasks.completed.c1", wrap(`{"task_id":"big","status":"completed","pad":"` + strings.Repeat("a", limit) + `"}`), event.ReasonTooLarge},
 		{"deeply nested", "tasks.completed.c1", wrap(`{"task_id":"deep","status":"completed","x":` + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + `}`), event.ReasonMalformed},
 		{"invalid UTF-8", "tasks.completed.c1", wrap("{\"task_id\":\"utf\",\"status\":\"completed\",\"x\":\"\xc3\x28\"}"), event.ReasonMalformed},
 		{"huge number", "tasks.completed.c1", wrap(`{"task_id":"num","status":"completed","n":1e400}`), event.ReasonMalformed},

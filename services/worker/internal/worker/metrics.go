@@ -25,6 +25,10 @@ type Metrics struct {
 	inFlight        prometheus.Gauge
 	pullSize        prometheus.Histogram
 
+	alerts       *prometheus.CounterVec
+	transitions  *prometheus.CounterVec
+	healthErrors prometheus.Counter
+
 	heartbeats        prometheus.Counter
 	heartbeatFailures prometheus.Counter
 	reg               prometheus.Registerer
@@ -35,6 +39,7 @@ const (
 	deferHostQueue   = "host_queue_full"   // its host's local queue is full
 	deferHostShare   = "host_share"        // taken out of a long queue to leave other hosts their share
 	deferWindowBytes = "window_bytes_full" // the held window has no room for its payload
+	deferPaused      = "endpoint_paused"   // its endpoint is paused
 )
 
 // NewMetrics registers the worker's series on reg (nil: a private registry, for tests).
@@ -75,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "refonte_callback_deferred_total",
-			Help: "Messages put back for later without using an attempt, by reason (host_queue_full, host_share, window_bytes_full).",
+			Help: "Messages put back for later without using an attempt, by reason (host_queue_full, host_share, window_bytes_full, endpoint_paused).",
 		}, []string{"reason"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "refonte_callback_in_flight",
@@ -89,6 +94,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "refonte_worker_heartbeat_failures_total",
 			Help: "InProgress heartbeats that could not be sent (connection down); the next beat retries.",
 		}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "refonte_endpoint_alerts_total",
+			Help: "Endpoint alert mails by kind (failing, recovered, paused) and result (sent, failed).",
+		}, []string{"kind", "result"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "refonte_endpoint_transitions_total",
+			Help: "Endpoints that entered a state (failing: first failure after a success; healthy: first success after failures; paused: paused automatically), seen by this worker.",
+		}, []string{"state"}),
+		healthErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "refonte_endpoint_health_errors_total",
+			Help: "Endpoint health updates that failed (the attempt's status was recorded regardless).",
+		}),
 		reg: reg,
 		pullSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "refonte_worker_pull_messages",
@@ -97,13 +114,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.attempts, m.deliveries, m.attemptDuration, m.firstAttempt, m.toSuccess,
-		m.rejected, m.deferred, m.inFlight, m.pullSize, m.heartbeats, m.heartbeatFailures)
+		m.rejected, m.deferred, m.inFlight, m.pullSize, m.heartbeats, m.heartbeatFailures,
+		m.alerts, m.transitions, m.healthErrors)
 	for _, r := range event.Reasons {
 		m.rejected.WithLabelValues(string(r))
 	}
 	m.deferred.WithLabelValues(deferHostQueue)
 	m.deferred.WithLabelValues(deferHostShare)
 	m.deferred.WithLabelValues(deferWindowBytes)
+	m.deferred.WithLabelValues(deferPaused)
+	for _, k := range []alertKind{alertFailing, alertRecovered, alertPaused} {
+		m.alerts.WithLabelValues(string(k), "sent")
+		m.alerts.WithLabelValues(string(k), "failed")
+	}
+	for _, st := range []string{"failing", "healthy", "paused"} {
+		m.transitions.WithLabelValues(st)
+	}
 	return m
 }
 

@@ -18,8 +18,8 @@ import (
 // turn that has a message queued and a token free (round robin over those hosts: deficit round
 // robin with a cost of one per message), so a host with 10,000 messages and a host with one both
 // get their turns. A message whose host queue is full is deferred (NakWithDelay, no attempt
-// used), paced so that the host's deferred messages come back about when it can take them; the
-// window keeps moving past a burst and other customers' messages are reached.
+// used), paced so that the host's deferred messages come back a little before it can take
+// them; the window keeps moving past a burst and other customers' messages are reached.
 type scheduler struct {
 	maxHeld   int
 	maxBytes  int64
@@ -49,16 +49,17 @@ type hostState struct {
 	limiter hostLimiter
 	queue   []*job
 	inTurns bool
-	// perMessage estimates the time between two of the host's deliveries while it is busy
-	// (an average of the measured gaps), and returnAt when the last message deferred for it is
-	// due back: deferrals are spread over the time the host needs, not all sent back at once.
-	perMessage time.Duration
-	lastDone   time.Time
-	returnAt   time.Time
+	pace    pace
 }
 
 const (
-	minDefer = 500 * time.Millisecond
+	// minDefer is the shortest planned deferral: a message back sooner than that would mostly
+	// find its host's queue still full and cycle through the stream again.
+	minDefer = 200 * time.Millisecond
+	// unmeasuredDefer bounds the first deferrals for a host whose pace is not known yet: they
+	// come back soon and are deferred again with a measured pace.
+	unmeasuredDefer = 500 * time.Millisecond
+	// maxDefer is the pacing horizon.
 	maxDefer = 10 * time.Second
 	// maxHostsKnown bounds the hosts whose learned limit is kept after they went idle.
 	maxHostsKnown = 50_000
@@ -73,22 +74,22 @@ func newScheduler(maxHeld int, maxBytes int64, hostQueue, slots int, newLimit fu
 	return s
 }
 
-// waitRoom blocks until the window has room for at least one message and returns how many;
-// false once ctx has ended.
-func (s *scheduler) waitRoom(ctx context.Context) (int, bool) {
+// waitRoom blocks until the window has room for at least one message and returns how many, and
+// how many payload bytes; false once ctx has ended.
+func (s *scheduler) waitRoom(ctx context.Context) (int, int, bool) {
 	for ctx.Err() == nil {
 		s.mu.Lock()
-		room := s.maxHeld - s.held
+		room, roomBytes := s.maxHeld-s.held, s.maxBytes-s.heldBytes
 		s.mu.Unlock()
 		if room > 0 {
-			return room, true
+			return room, int(max(roomBytes, 0)), true
 		}
 		select {
 		case <-ctx.Done():
 		case <-s.room:
 		}
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 // hold counts a message taken from the stream into the window. It refuses one whose payload
@@ -132,6 +133,9 @@ func (s *scheduler) enqueue(j *job) (deferFor time.Duration, ok bool, evicted []
 		return jitter(h.deferral(s.now())), false, nil
 	}
 	j.host = h
+	if len(h.queue) == 0 && h.limiter.inFlight == 0 {
+		h.pace.busySince = s.now()
+	}
 	s.rememberLocked(j.ev.CustomerID, h)
 	if len(h.queue) == 0 {
 		evicted = s.makeRoomLocked()
@@ -233,9 +237,9 @@ func (s *scheduler) done(j *job, smp sample, took time.Duration) {
 	defer s.mu.Unlock()
 	h := j.host
 	now := s.now()
-	if smp != sampleIgnore {
-		h.observe(now)
-	}
+	// Every delivery counts toward the pace, whatever its answer: the pace is how fast the
+	// host's queue drains.
+	h.pace.observe(now, h.limiter.inFlight > 1 || len(h.queue) > 0)
 	h.limiter.release(smp, took)
 	s.unholdLocked(j.size)
 	s.offerTurnLocked(h)
@@ -300,45 +304,113 @@ func (s *scheduler) forgetIdleLocked() {
 	}
 }
 
-// observe updates the host's pace from a finished attempt: while the host is busy, the gap since
-// its previous delivery is the pace it really keeps (its limit and this worker's CPU included).
-func (h *hostState) observe(now time.Time) {
-	if !h.lastDone.IsZero() && (h.limiter.inFlight > 1 || len(h.queue) > 0) {
-		gap := now.Sub(h.lastDone)
-		if h.perMessage == 0 {
-			h.perMessage = gap
-		}
-		h.perMessage = (h.perMessage*15 + gap) / 16
-	}
-	h.lastDone = now
+// pace measures how fast a host takes this worker's deliveries and plans when the messages
+// deferred for it come back.
+//
+// A worker must never sit idle while messages it deferred wait in the stream: coming back a bit
+// early costs one more Nak (the message is deferred again), coming back late costs idle slots,
+// and NakWithDelay cannot call a message back early. So the plan errs early: it assumes the host
+// goes paceOptimism times the rate measured (a rate it may well reach once the intake of a burst
+// no longer takes half the CPU), and a host with no measured rate gets deferrals no longer than
+// it has been busy.
+//
+// The rate is counted over windows of at least paceWindow, not taken from the gaps between
+// deliveries: outcomes are written to Redis in batches, so deliveries end in bunches, and a gap
+// average swung from microseconds to tens of milliseconds within a second.
+type pace struct {
+	rate float64 // deliveries per second while the host was busy; 0 until measured
+	// The window being counted: when it started, deliveries since, and whether the host ran
+	// short of work in it (then it measured the arrivals, not the host).
+	winStart time.Time
+	winDone  int
+	winIdle  bool
+	// returnAt is when the last message deferred for the host is due back: deferrals are spread
+	// over the time the host needs, one delivery apart, not all sent back at once.
+	returnAt time.Time
+	// busySince is when the host last went from nothing to do to work queued: until a rate is
+	// measured, its deferrals grow with how long it has been busy.
+	busySince time.Time
 }
 
-// deferral is how long to put back a message for h while its queue is full: after the queue
-// drains and after the messages deferred before it, one pace apart.
+const (
+	paceWindow   = 100 * time.Millisecond
+	paceOptimism = 2.0
+	paceRiseGain = 0.5  // weight of a faster window: a rising rate is believed quickly
+	paceFallGain = 0.25 // weight of a slower one
+)
+
+// observe counts a finished delivery; busy says whether the host had more work waiting (a
+// message queued, or other deliveries in flight). A window counts only if the host was busy
+// from its first delivery to its last: a pause in it would be measured as a slow host.
+func (p *pace) observe(now time.Time, busy bool) {
+	if p.winStart.IsZero() {
+		p.winStart, p.winDone, p.winIdle = now, 0, !busy
+		return
+	}
+	p.winDone++
+	p.winIdle = p.winIdle || !busy
+	el := now.Sub(p.winStart)
+	if el < paceWindow {
+		return
+	}
+	if !p.winIdle {
+		p.setRate(now, float64(p.winDone)/el.Seconds())
+	}
+	p.winStart, p.winDone, p.winIdle = now, 0, !busy
+}
+
+// setRate takes a window's rate into the estimate, and moves the plan for deferrals still to
+// come to the new rate: a plan made at a slower rate would send them back late.
+func (p *pace) setRate(now time.Time, measured float64) {
+	old := p.rate
+	switch {
+	case old == 0:
+		p.rate = measured
+	case measured > old:
+		p.rate += paceRiseGain * (measured - old)
+	default:
+		p.rate += paceFallGain * (measured - old)
+	}
+	if old > 0 && p.returnAt.After(now) {
+		p.returnAt = now.Add(time.Duration(float64(p.returnAt.Sub(now)) * old / p.rate))
+	}
+}
+
+// deferral is how long to put back a message for h while its queue is full: after what is queued
+// and in flight now, and after the messages deferred before it, one delivery apart at the
+// planned pace.
 func (h *hostState) deferral(now time.Time) time.Duration {
-	per := h.perMessage
-	if per <= 0 {
-		per = time.Millisecond // nothing measured yet: better too early (deferred again) than idle
+	p := &h.pace
+	if p.rate <= 0 {
+		// Nothing measured yet (a fast host is measured within a window): back after about as
+		// long as the host has been busy, so that a slow host's overflow is not cycled through
+		// the stream every half second while its first answers are awaited.
+		d := min(max(now.Sub(p.busySince), unmeasuredDefer), maxDefer)
+		return d/2 + rand.N(d/2)
 	}
+	// Capped at the horizon: a host measured at one delivery an hour must not overflow the
+	// arithmetic below.
+	per := time.Duration(min(float64(time.Second)/(p.rate*paceOptimism), float64(maxDefer)))
 	drained := now.Add(time.Duration(len(h.queue)+h.limiter.inFlight) * per)
-	if h.returnAt.Before(drained) {
-		h.returnAt = drained
+	if p.returnAt.Before(drained) {
+		p.returnAt = drained
 	}
-	h.returnAt = h.returnAt.Add(per)
-	if limit := now.Add(maxDefer); h.returnAt.After(limit) {
+	p.returnAt = p.returnAt.Add(per)
+	if limit := now.Add(maxDefer); p.returnAt.After(limit) {
 		// Past the horizon the estimate is too uncertain to plan on: those come back anywhere
 		// in its second half and are deferred again with a better one. Spread, not all at the
 		// horizon: JetStream hands out due redeliveries before new messages, so a crowd of
 		// them coming back at once would delay every other customer's fresh callbacks.
-		h.returnAt = limit
+		p.returnAt = limit
 		return maxDefer/2 + rand.N(maxDefer/2)
 	}
-	return max(h.returnAt.Sub(now), minDefer)
+	return max(p.returnAt.Sub(now), minDefer)
 }
 
-// jitter spreads d by ±10%, so deferred messages do not come back in lockstep.
+// jitter spreads d over its last fifth, earlier only: deferred messages do not come back in
+// lockstep, and none later than planned.
 func jitter(d time.Duration) time.Duration {
-	return d - d/10 + rand.N(d/5+1)
+	return d - rand.N(d/5+1)
 }
 
 // hostView is one host as the operators' view shows it.

@@ -135,34 +135,123 @@ func TestScheduler_hanging_hosts_never_fill_the_window(t *testing.T) {
 	}
 }
 
-// Messages deferred for a busy host are paced: each comes back one delivery-time after the one
-// before, past the queue already held, instead of all at once.
-func TestScheduler_deferrals_are_paced_by_the_host(t *testing.T) {
+// deliverAt feeds h's pace n deliveries at rate per second from *now on, in bunches of bunch
+// (outcomes are written in batches, so deliveries end together), with the host busy throughout.
+func deliverAt(h *hostState, now *time.Time, rate float64, n, bunch int) {
+	gap := time.Duration(float64(bunch) / rate * float64(time.Second))
+	for i := 0; i < n; i += bunch {
+		*now = now.Add(gap)
+		for range bunch {
+			h.pace.observe(*now, true)
+		}
+	}
+}
+
+// The pace is counted over windows, not from the gaps between deliveries: deliveries that end in
+// bunches still measure the host's real rate.
+func TestPace_measures_the_rate_of_bunched_deliveries(t *testing.T) {
+	for _, bunch := range []int{1, 16, 128} {
+		h := &hostState{}
+		now := time.Unix(1_000_000, 0)
+		deliverAt(h, &now, 2000, 4000, bunch)
+		if got := h.pace.rate; got < 1800 || got > 2200 {
+			t.Errorf("bunches of %d at 2000/s: measured %.0f/s", bunch, got)
+		}
+	}
+}
+
+// A window in which the host ran out of work measured the arrivals, not the host: it does not
+// count; and a rate that rises is believed within a few windows.
+func TestPace_ignores_idle_windows_and_follows_a_rising_rate(t *testing.T) {
+	h := &hostState{}
+	now := time.Unix(1_000_000, 0)
+	for range 100 {
+		now = now.Add(20 * time.Millisecond)
+		h.pace.observe(now, false) // one at a time, nothing waiting: 50/s is all that came
+	}
+	if h.pace.rate != 0 {
+		t.Fatalf("a host never busy has a measured rate of %.0f/s", h.pace.rate)
+	}
+	deliverAt(h, &now, 1000, 1000, 10)
+	deliverAt(h, &now, 3000, 1500, 10) // half a second at the new rate: five windows
+	if got := h.pace.rate; got < 2700 {
+		t.Errorf("after half a second at 3000/s (1000/s before), the measured rate is %.0f/s", got)
+	}
+}
+
+// A host whose pace is not known yet gets short deferrals at first: they come back soon and are
+// planned again with a measured pace, never sent far off on a guess. A host still unmeasured
+// after seconds (its first answers are slow to come) gets longer ones, so its overflow is not
+// cycled through the stream every half second.
+func TestScheduler_an_unmeasured_host_defers_for_about_as_long_as_it_has_been_busy(t *testing.T) {
 	s := testScheduler(10_000, 10, 10, 10)
 	now := time.Unix(1_000_000, 0)
 	s.now = func() time.Time { return now }
-	jobs := admitTo(t, s, "h", 10)
-	// Ten deliveries of 100ms with ten in flight: one finishes every 10ms.
+	admitTo(t, s, "h", 10)
+	h := s.hosts["h"]
+	for range 1000 {
+		if d := h.deferral(now); d > unmeasuredDefer {
+			t.Fatalf("deferral of %s for a host just seen", d)
+		}
+	}
+	now = now.Add(4 * time.Second)
+	for range 1000 {
+		if d := h.deferral(now); d < 2*time.Second || d > 4*time.Second {
+			t.Fatalf("deferral of %s for a host busy for 4s with nothing measured", d)
+		}
+	}
+}
+
+// Messages deferred for a busy host are paced: each comes back one delivery after the one
+// before, past the queue already held, instead of all at once; and none later than the host,
+// at its measured rate, would need it: a worker must never sit idle while its deferred
+// messages wait.
+func TestScheduler_deferrals_are_paced_by_the_host_and_never_late(t *testing.T) {
+	s := testScheduler(10_000, 50, 10, 10)
+	now := time.Unix(1_000_000, 0)
+	s.now = func() time.Time { return now }
+	admitTo(t, s, "h", 50)
+	h := s.hosts["h"]
 	for range 10 {
 		s.take()
 	}
-	for _, j := range jobs {
-		now = now.Add(10 * time.Millisecond)
-		s.done(j, sampleSuccess, 100*time.Millisecond)
-	}
-	admitTo(t, s, "h", 10)
-	h := s.hosts["h"]
+	deliverAt(h, &now, 100, 100, 1) // measured: 100/s
 	var last time.Duration
 	for i := range 200 {
 		d := h.deferral(now)
-		if i > 100 && d <= last {
+		if d <= last && d > minDefer {
 			t.Fatalf("deferral %d: %s, not after the one before (%s)", i, d, last)
+		}
+		// the i-th deferred message is needed once the 40 queued, the 10 in flight and the
+		// i deferred before it are through
+		needed := time.Duration(float64(40+10+i+1) / 100 * float64(time.Second))
+		if d > needed {
+			t.Fatalf("deferral %d comes back after %s; at 100/s the host needs it after %s", i, d, needed)
 		}
 		last = d
 	}
-	// 200 deferrals at ~10ms apiece, after the 10 queued: about 2.1s.
-	if last < 1500*time.Millisecond || last > 3*time.Second {
-		t.Errorf("the 200th deferral comes back after %s, want about 2.1s", last)
+	if last < time.Second {
+		t.Errorf("the 200th deferral comes back after %s: 250 deliveries at 100/s take 2.5s", last)
+	}
+}
+
+// When the host turns out faster than planned, the deferrals still to come are planned at the
+// new rate, not queued behind a line drawn at the old one.
+func TestScheduler_a_faster_host_brings_its_deferrals_closer(t *testing.T) {
+	s := testScheduler(10_000, 10, 10, 10)
+	now := time.Unix(1_000_000, 0)
+	s.now = func() time.Time { return now }
+	admitTo(t, s, "h", 10)
+	h := s.hosts["h"]
+	deliverAt(h, &now, 100, 100, 1)
+	var slow time.Duration
+	for range 1000 {
+		slow = h.deferral(now) // a line of 1,000 at 100/s: about 5s at the planned pace
+	}
+	deliverAt(h, &now, 1000, 2000, 10) // two seconds at 1000/s
+	fast := h.deferral(now)
+	if fast > slow/4 {
+		t.Errorf("at ten times the rate the next deferral comes back after %s (the line at the old rate ended after %s)", fast, slow)
 	}
 }
 
@@ -237,5 +326,27 @@ func TestScheduler_defers_a_one_host_customer_early_only_when_its_queue_is_full(
 	}
 	if _, early := s.deferEarly("cust-h"); early {
 		t.Error("a customer with two hosts deferred before decoding")
+	}
+}
+
+// A host measured at a few deliveries an hour (it hangs) sends its overflow past the horizon:
+// back within its second half, to be planned again, whatever the arithmetic of its pace.
+func TestScheduler_a_very_slow_host_defers_to_the_horizon(t *testing.T) {
+	s := testScheduler(10_000, 10, 1, 1)
+	now := time.Unix(1_000_000, 0)
+	s.now = func() time.Time { return now }
+	admitTo(t, s, "h", 10)
+	h := s.hosts["h"]
+	for range 3 {
+		now = now.Add(20 * time.Minute)
+		h.pace.observe(now, true)
+	}
+	if h.pace.rate <= 0 {
+		t.Fatal("no rate measured")
+	}
+	for range 100 {
+		if d := h.deferral(now); d < maxDefer/2 || d > maxDefer {
+			t.Fatalf("deferral of %s for a host at %.5f/s", d, h.pace.rate)
+		}
 	}
 }

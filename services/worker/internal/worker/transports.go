@@ -30,3 +30,12 @@ func NewTransports(cfg Config) (map[target.Kind]Transport, error) {
 	}
 	return transports, nil
 }
+
+// AlertMailer is what mails endpoint alerts: the email transport's relay (SMTP_ADDR), or nil
+// when there is none.
+func AlertMailer(transports map[target.Kind]Transport) notifier {
+	if n, ok := transports[target.Email].(notifier); ok {
+		return n
+	}
+	return nil
+}

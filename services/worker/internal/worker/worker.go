@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,6 +26,7 @@ import (
 
 	"refonte.ai/callbacks/pkg/customer"
 	"refonte.ai/callbacks/pkg/delivery"
+	"refonte.ai/callbacks/pkg/endpoint"
 	"refonte.ai/callbacks/pkg/environment"
 	"refonte.ai/callbacks/pkg/event"
 	"refonte.ai/callbacks/pkg/quarantine"
@@ -51,6 +53,7 @@ type profileSource interface {
 type statusRecorder interface {
 	Begin(ctx context.Context, d status.Delivery, target string, maxAttempts int, now time.Time) (status.Begun, error)
 	Finish(ctx context.Context, d status.Delivery, target string, outcome status.Outcome, entry *status.AttemptLog, next, now time.Time) (bool, error)
+	FinishAttached(ctx context.Context, d status.Delivery, target string, outcome status.Outcome, entry *status.AttemptLog, next, now time.Time, att *status.Attached) (bool, status.AttachedReply, error)
 }
 
 type invalidSink interface {
@@ -66,6 +69,11 @@ type Deps struct {
 	Transports map[target.Kind]Transport
 	Log        *zap.Logger
 	Metrics    *Metrics
+	// Endpoints records endpoint health beside each attempt; nil: none is recorded (and no
+	// alerts are sent).
+	Endpoints endpointStore
+	// Alerts mails endpoint alerts; nil: none are sent (health is still recorded).
+	Alerts notifier
 }
 
 // Worker pulls callbacks from the shared consumer and delivers them.
@@ -80,10 +88,21 @@ type Worker struct {
 
 	schedule schedule.Schedule
 	slots    int
+	// eventMax is the largest event delivered; msgSize a moving average of the messages'
+	// sizes, which sizes each pull (see pull).
+	eventMax int
+	msgSize  atomic.Int64
 	sched    *scheduler
 	alive    *keepalive
 	grace    time.Duration
 	now      func() time.Time
+
+	endpoints     endpointStore
+	policy        endpoint.Policy
+	alerts        *alerter
+	pausedRecheck time.Duration
+	pausedMaxHold time.Duration
+	pauseClock    *pauseClock
 }
 
 // New builds a worker from its config and collaborators.
@@ -100,13 +119,26 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		transports: d.Transports, log: d.Log, metrics: d.Metrics,
 		schedule: cfg.Schedule,
 		slots:    cfg.Concurrency,
+		eventMax: cfg.EventMaxBytes,
 		sched: newScheduler(cfg.MaxHeld, int64(cfg.MaxHeldBytes), cfg.HostQueue, cfg.Concurrency, func() aimdLimit {
 			return newAIMDLimit(hostLimitStart, hostLimitFloor, cfg.HostConcurrency, slow)
 		}),
 		alive: newKeepalive(cfg.AckWait, d.Log, d.Metrics),
 		grace: cfg.ShutdownGrace,
 		now:   time.Now,
+
+		endpoints: d.Endpoints,
+		policy: endpoint.Policy{AlertAfter: cfg.AlertAfter, AlertInterval: cfg.AlertInterval,
+			AutoPauseAfter: cfg.AutoPauseAfter, Retention: cfg.Retention},
+		alerts:        newAlerter(d.Alerts, d.Endpoints, d.Log, d.Metrics),
+		pausedRecheck: cfg.PausedRecheck,
+		pausedMaxHold: cfg.PausedMaxHold,
+		pauseClock:    newPauseClock(),
 	}
+	if d.Alerts == nil {
+		w.policy.AlertAfter = 0 // nothing could send them
+	}
+	w.msgSize.Store(1 << 10)
 	d.Metrics.watch(w.sched)
 	return w, nil
 }
@@ -127,6 +159,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	var beats sync.WaitGroup
 	beats.Go(func() { w.alive.run(beatCtx) })
 	defer func() { stopBeats(); beats.Wait() }()
+	// The alerter, too, outlives the deliveries: it sends what they raised, then stops.
+	var mails sync.WaitGroup
+	mails.Go(func() { w.alerts.run(beatCtx) })
+	defer func() { w.alerts.close(); mails.Wait() }()
 
 	intake := make(chan *job, maxPull)
 	var intakers, slots sync.WaitGroup
@@ -163,13 +199,17 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) pull(ctx context.Context, intake chan<- *job) {
 	failures := 0
 	for {
-		room, ok := w.sched.waitRoom(ctx)
+		room, roomBytes, ok := w.sched.waitRoom(ctx)
 		if !ok {
 			return
 		}
-		// The pull's own context ends it early on shutdown, instead of after pullWait.
+		// The pull's own context ends it early on shutdown, instead of after pullWait. It asks
+		// for as many messages as the window's bytes hold at the recent message size, so a run
+		// of large events is not pulled into memory only to be deferred. (Not the server's
+		// max_bytes bound on a pull: measured, it slowed a retrying backlog to less than half.)
 		pullCtx, cancelPull := context.WithTimeout(ctx, pullWait)
-		batch, err := w.consumer.Fetch(min(room, maxPull), jetstream.FetchContext(pullCtx))
+		n := min(room, maxPull, max(1, roomBytes/max(int(w.msgSize.Load()), 1)))
+		batch, err := w.consumer.Fetch(n, jetstream.FetchContext(pullCtx))
 		if err != nil {
 			cancelPull()
 			failures++
@@ -196,17 +236,46 @@ func (w *Worker) pull(ctx context.Context, intake chan<- *job) {
 
 // receive takes one message into the window and passes it to the intake stages.
 func (w *Worker) receive(ctx context.Context, msg jetstream.Msg, intake chan<- *job) {
+	if w.skim(ctx, msg) {
+		return
+	}
 	j := &job{msg: msg, size: len(msg.Data()), ctx: context.WithoutCancel(ctx), log: w.log}
+	avg := w.msgSize.Load()
+	w.msgSize.Store(avg + (int64(j.size)-avg)/8) // only the pulling goroutine writes it
 	w.alive.hold(msg)
 	switch {
 	case ctx.Err() != nil:
 		w.settle(j, later(0)) // shutting down: straight back for another worker
 	case !w.sched.hold(j.size):
 		w.metrics.deferred.WithLabelValues(deferWindowBytes).Inc()
-		w.settle(j, later(jitter(minDefer)))
+		w.settle(j, later(jitter(unmeasuredDefer)))
 	default:
 		intake <- j // never blocks for long: the window bounds what is in flight here
 	}
+}
+
+// skim defers msg straight from the pull, from its subject alone, when it belongs to a customer
+// whose one endpoint's queue is full (scheduler.deferEarly). Skimming past a burst is what lets
+// the worker reach the other customers' messages behind it; done here, it costs no decode, no
+// heartbeat bookkeeping and no hop through the intake goroutines, which are busy decoding.
+func (w *Worker) skim(ctx context.Context, msg jetstream.Msg) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	customerID, _, ok := stream.ParseSubject(msg.Subject())
+	if !ok {
+		return false
+	}
+	wait, full := w.sched.deferEarly(customerID)
+	if !full {
+		return false
+	}
+	w.metrics.deferred.WithLabelValues(deferHostQueue).Inc()
+	if err := msg.NakWithDelay(wait); err != nil {
+		// The server will redeliver it after AckWait, as for any lost acknowledgement.
+		w.log.Warn("acknowledgement failed", zap.String("ack", "nak"), zap.String("subject", msg.Subject()), zap.Error(err))
+	}
+	return true
 }
 
 // drain waits for the deliveries in flight after shutdown began, for at most the grace period.
@@ -248,6 +317,7 @@ type job struct {
 	kind      string
 	hostKey   string
 	host      *hostState
+	endpoint  string // whose health the attempt counts for, and whose pause holds it
 
 	begun     status.Begun
 	at        time.Time
@@ -285,7 +355,7 @@ func (w *Worker) admit(ctx context.Context, j *job) {
 			return
 		}
 	}
-	if d, next := runStages(j, w.decode, w.resolve); !next {
+	if d, next := runStages(j, w.decode, w.resolve, w.holdPaused); !next {
 		w.settle(j, d)
 		w.sched.unhold(j.size)
 		return
@@ -308,7 +378,7 @@ func (w *Worker) admit(ctx context.Context, j *job) {
 func (w *Worker) deliverHeld(j *job) {
 	w.metrics.inFlight.Inc()
 	defer w.metrics.inFlight.Dec()
-	d, _ := runStages(j, w.claim, w.deliver, w.record)
+	d, _ := runStages(j, w.recheckPause, w.claim, w.deliver, w.record)
 	w.settle(j, d)
 	smp := sampleIgnore
 	if j.attempted {
@@ -367,7 +437,7 @@ func (w *Worker) decode(j *job) (decision, bool) {
 		return never("not a JetStream message"), false
 	}
 	j.meta = meta
-	ev, webhookID, err := parseMessage(j.msg)
+	ev, webhookID, err := parseMessage(j.msg, w.eventMax)
 	if err != nil {
 		return w.refuse(j.ctx, j.msg, err), false
 	}
@@ -400,7 +470,7 @@ func (w *Worker) resolve(j *job) (decision, bool) {
 	}
 	j.profile = profile
 	j.delivery = status.Delivery{CustomerID: j.ev.CustomerID, Env: j.ev.Environment, TaskID: j.ev.TaskID, WebhookID: j.webhookID,
-		Task: j.ev.Task, Chain: j.meta.Sequence.Stream}
+		Chain: j.meta.Sequence.Stream}
 	j.target, j.targetErr = target.Resolve(j.ev.CallbackURL, profile.DefaultCallbackURL)
 	if j.targetErr == nil && j.target.Kind == target.None {
 		if _, err := w.status.Finish(j.ctx, j.delivery, "", status.OutcomeNoCallback, nil, time.Time{}, w.now()); err != nil {
@@ -416,6 +486,9 @@ func (w *Worker) resolve(j *job) (decision, bool) {
 		j.kind = "unusable"
 	}
 	j.hostKey = j.target.Host()
+	if j.targetErr == nil {
+		j.endpoint = endpoint.Of(j.target)
+	}
 	return decision{}, true
 }
 
@@ -500,29 +573,36 @@ func (w *Worker) record(j *job) (decision, bool) {
 			zap.Duration("duration", res.Duration),
 			zap.String("error", entry.Error))
 	}
-	if err := w.writeOutcome(j.ctx, j.delivery, j.target.Raw, outcome, entry, next); err != nil {
+	att := w.healthCall(j)
+	health, err := w.writeOutcome(j.ctx, j.delivery, j.target.Raw, outcome, entry, next, att)
+	if err != nil {
 		// The customer may have the callback, but we could not write it down. Do not ack as if
 		// all were well: the message comes back, Begin logs this attempt as interrupted, and
 		// the next attempt is recorded once Redis answers again.
 		j.log.Error("recording the attempt failed; will redeliver", zap.Error(err))
 		return later(5 * time.Second), false
 	}
+	if att != nil {
+		w.observeHealth(j, health)
+	}
 	return dec, false
 }
 
-// writeOutcome writes an attempt's outcome, retrying briefly: a short Redis hiccup should not
-// cost the customer a duplicate callback. The message stays alive meanwhile.
-func (w *Worker) writeOutcome(ctx context.Context, d status.Delivery, tgt string, o status.Outcome, e *status.AttemptLog, next time.Time) error {
+// writeOutcome writes an attempt's outcome, with att (the endpoint's health) in the same round
+// trip, retrying briefly: a short Redis hiccup should not cost the customer a duplicate
+// callback. The message stays alive meanwhile.
+func (w *Worker) writeOutcome(ctx context.Context, d status.Delivery, tgt string, o status.Outcome, e *status.AttemptLog, next time.Time, att *status.Attached) (status.AttachedReply, error) {
 	var err error
 	for i := 1; i <= 4; i++ {
-		if _, err = w.status.Finish(ctx, d, tgt, o, e, next, w.now()); err == nil {
-			return nil
+		var reply status.AttachedReply
+		if _, reply, err = w.status.FinishAttached(ctx, d, tgt, o, e, next, w.now(), att); err == nil {
+			return reply, nil
 		}
 		if !sleep(ctx, backoff(i)) {
 			break
 		}
 	}
-	return err
+	return status.AttachedReply{}, err
 }
 
 // attempt signs and sends the callback through the target's transport.
@@ -573,10 +653,14 @@ func (w *Worker) refuse(ctx context.Context, msg jetstream.Msg, err error) decis
 	w.metrics.rejected.WithLabelValues(string(reason)).Inc()
 	w.log.Warn("event refused", zap.String("subject", msg.Subject()), zap.String("reason", string(reason)),
 		zap.String("detail", err.Error()))
-	_, addErr := w.invalid.Add(ctx, quarantine.Event{
+	e := quarantine.Event{
 		Subject: msg.Subject(), Reason: string(reason), Detail: err.Error(),
 		ReceivedAt: w.now(), Headers: msg.Headers(), Raw: msg.Data(),
-	})
+	}
+	if meta, err := msg.Metadata(); err == nil {
+		e.Sequence = meta.Sequence.Stream // where a replay finds an event too large to keep whole
+	}
+	_, addErr := w.invalid.Add(ctx, e)
 	if addErr != nil {
 		w.log.Warn("keeping the refused event failed; will retry", zap.Error(addErr))
 		return later(5 * time.Second)
@@ -587,12 +671,12 @@ func (w *Worker) refuse(ctx context.Context, msg jetstream.Msg, err error) decis
 // parseMessage validates the message and works out its webhook id: the publisher's Nats-Msg-Id for a
 // completion, the original's id (carried in a header) for a resend, and for either without
 // one, the id derived from the event (event.DerivedWebhookID).
-func parseMessage(msg jetstream.Msg) (event.Event, string, error) {
-	customerID, resend, ok := stream.ParseSubject(msg.Subject())
+func parseMessage(msg jetstream.Msg, maxSize int) (event.Event, string, error) {
+	customerID, _, ok := stream.ParseSubject(msg.Subject())
 	if !ok {
 		return event.Event{}, "", event.Invalid(event.ReasonSubjectMismatch, "subject %q is not one of ours", msg.Subject())
 	}
-	ev, err := event.Decode(msg.Data())
+	ev, err := event.DecodeLimit(msg.Data(), maxSize)
 	if err != nil {
 		return event.Event{}, "", err
 	}
@@ -600,17 +684,7 @@ func parseMessage(msg jetstream.Msg) (event.Event, string, error) {
 		return event.Event{}, "", event.Invalid(event.ReasonSubjectMismatch,
 			"customer_id %q does not match subject %q", ev.CustomerID, msg.Subject())
 	}
-	h := msg.Headers()
-	id := h.Get(jetstream.MsgIDHeader)
-	if resend {
-		id = h.Get(stream.HeaderWebhookID)
-	}
-	if id == "" {
-		// Published without Nats-Msg-Id: an id derived from the completion itself, so a copy
-		// published again gets the same one; the environment is part of it, so a test and a
-		// live completion of one task never share an id.
-		id = event.DerivedWebhookID(ev.CustomerID, ev.Environment.String(), ev.TaskID, ev.CompletedAt())
-	}
+	id := stream.WebhookID(msg.Subject(), msg.Headers(), ev)
 	if !event.ValidWebhookID(id) {
 		return event.Event{}, "", event.Invalid(event.ReasonInvalidMessageID,
 			"message id must be 1 to 128 printable ASCII characters without spaces")

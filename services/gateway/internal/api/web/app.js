@@ -208,7 +208,7 @@
 
   // ---------------------------------------------------------------- views and routing
 
-  const TITLES = { signin: 'Sign in', profile: 'Profile', callbacks: 'Deliveries', callback: 'Callback' };
+  const TITLES = { signin: 'Sign in', profile: 'Profile', callbacks: 'Deliveries', callback: 'Callback', endpoints: 'Endpoints' };
 
   function show(view, title) {
     if (state.poll) {
@@ -319,6 +319,7 @@
     const [path, qs] = hash.slice(1).split('?');
     const parts = path.split('/').filter(Boolean);
     if (parts[0] === 'profile') return void showProfile();
+    if (parts[0] === 'endpoints') return void showEndpoints();
     if (parts[0] === 'callbacks' && parts.length === 2) return void showCallback(decodeURIComponent(parts[1]));
     if (parts[0] === 'callbacks' && parts.length === 1) return void showCallbacks(new URLSearchParams(qs || ''));
     location.replace('#/callbacks');
@@ -360,7 +361,7 @@
       sessionStorage.setItem(ENV, env);
       input.value = '';
       setProfile(p);
-      if (/^#\/(callbacks|profile)/.test(location.hash)) route();
+      if (/^#\/(callbacks|profile|endpoints)/.test(location.hash)) route();
       else location.replace('#/callbacks'); // hashchange routes
     } catch (err) {
       fieldError('signin-key', 'signin-error',
@@ -400,6 +401,11 @@
       if (!$('test-url').value && /^https?:/i.test(p.default_callback_url)) $('test-url').value = p.default_callback_url;
       fieldError('url-input', 'url-error', '');
     }
+    if (resetInputs) {
+      $('alerts-email').value = p.alert_email || '';
+      $('alerts-autopause').checked = !!p.auto_pause;
+      fieldError('alerts-email', 'alerts-error', '');
+    }
     $('url-clear').disabled = !p.default_callback_url;
     setText('auth-value', state.showAuth ? p.callback_auth_key : mask(p.callback_auth_key));
     setText('auth-reveal', state.showAuth ? 'Hide' : 'Reveal');
@@ -423,6 +429,73 @@
   });
 
   $('url-clear').addEventListener('click', () => saveDefaultURL('', $('url-clear')));
+
+  $('alerts-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const v = $('alerts-email').value.trim();
+    fieldError('alerts-email', 'alerts-error', '');
+    if (v && !/^[^\s@<>(),;:"]+@[^\s@<>(),;:"]+$/.test(v)) {
+      return fieldError('alerts-email', 'alerts-error', 'Enter one email address (name@example.com), or leave it empty.');
+    }
+    try {
+      const p = await busy($('alerts-save'), 'Saving…', () => api('PATCH', '/v1/profile',
+        { alert_email: v, auto_pause: $('alerts-autopause').checked }));
+      setProfile(p);
+      renderProfile(true);
+      flash(v ? 'Failure alerts go to ' + v + '.' : 'Failure alerts are off.');
+    } catch (err) {
+      if (err.status === 400) fieldError('alerts-email', 'alerts-error', err.message);
+      else if (err.status !== 401) flash(err.message, true);
+    }
+  });
+
+  // ---------------------------------------------------------------- endpoints
+
+  const ENDPOINT_LABELS = { healthy: 'Healthy', failing: 'Failing', paused: 'Paused' };
+
+  async function showEndpoints() {
+    show('endpoints');
+    try {
+      renderEndpoints(await api('GET', '/v1/endpoints'));
+    } catch (err) {
+      if (err.status !== 401) flash(err.message, true);
+    }
+  }
+
+  function renderEndpoints(data) {
+    const rows = data.endpoints.map((e) => {
+      const paused = e.state === 'paused';
+      const button = el('button', { type: 'button', class: paused ? '' : 'secondary',
+        'data-endpoint': e.endpoint, 'aria-label': (paused ? 'Resume ' : 'Pause ') + e.endpoint }, paused ? 'Resume' : 'Pause');
+      button.addEventListener('click', () => changePause(e.endpoint, !paused, button));
+      const state = el('span', { class: 'badge ' + (e.state === 'healthy' ? 'succeeded' : e.state === 'failing' ? 'failed' : 'retrying') },
+        ENDPOINT_LABELS[e.state] || e.state);
+      return el('tr', { 'data-endpoint': e.endpoint },
+        el('td', {}, el('code', {}, e.endpoint)),
+        el('td', { class: 'endpoint-state' }, state,
+          paused && e.paused_by === 'automatic' ? ' (automatically)' : null),
+        el('td', { class: 'num' }, String(e.consecutive_failures)),
+        el('td', {}, timeEl(e.failing_since)),
+        el('td', {}, timeEl(e.last_success_at)),
+        el('td', { class: 'res-bad' }, e.last_error || '—'),
+        el('td', {}, button));
+    });
+    $('endpoints-body').replaceChildren(...rows);
+    $('endpoints-empty').hidden = rows.length > 0;
+    performance.mark('refonte:endpoints-rendered');
+  }
+
+  async function changePause(endpoint, pause, button) {
+    try {
+      await busy(button, pause ? 'Pausing…' : 'Resuming…', () =>
+        api('POST', pause ? '/v1/endpoints/pause' : '/v1/endpoints/resume', { endpoint }));
+      flash(pause ? 'Paused ' + endpoint + ': its callbacks are held until you resume it.'
+        : 'Resumed ' + endpoint + ': held callbacks flow again.');
+      renderEndpoints(await api('GET', '/v1/endpoints'));
+    } catch (err) {
+      if (err.status !== 401) flash(err.message, true);
+    }
+  }
 
   async function saveDefaultURL(v, button) {
     fieldError('url-input', 'url-error', '');
