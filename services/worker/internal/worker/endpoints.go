@@ -121,7 +121,7 @@ func (w *Worker) endPaused(j *job, p endpoint.Pause, now time.Time) decision {
 	begun, err := w.status.Begin(j.ctx, j.delivery, j.target.Raw, w.schedule.MaxAttempts(), now)
 	if err != nil {
 		j.log.Warn("claiming an attempt failed; will retry", zap.Error(err))
-		return later(backoff(int(j.meta.NumDelivered)))
+		return later(w.infra.failed())
 	}
 	switch begun.Verdict {
 	case status.Superseded, status.Finished:

@@ -103,6 +103,8 @@ type Worker struct {
 	pausedRecheck time.Duration
 	pausedMaxHold time.Duration
 	pauseClock    *pauseClock
+
+	infra infraFailures
 }
 
 // New builds a worker from its config and collaborators.
@@ -466,7 +468,7 @@ func (w *Worker) resolve(j *job) (decision, bool) {
 	}
 	if err != nil {
 		j.log.Warn("profile lookup failed; will retry", zap.Error(err))
-		return later(backoff(int(j.meta.NumDelivered))), false
+		return later(w.infra.failed()), false
 	}
 	j.profile = profile
 	j.delivery = status.Delivery{CustomerID: j.ev.CustomerID, Env: j.ev.Environment, TaskID: j.ev.TaskID, WebhookID: j.webhookID,
@@ -475,7 +477,7 @@ func (w *Worker) resolve(j *job) (decision, bool) {
 	if j.targetErr == nil && j.target.Kind == target.None {
 		if _, err := w.status.Finish(j.ctx, j.delivery, "", status.OutcomeNoCallback, nil, time.Time{}, w.now()); err != nil {
 			j.log.Warn("recording no_callback failed; will retry", zap.Error(err))
-			return later(backoff(int(j.meta.NumDelivered))), false
+			return later(w.infra.failed()), false
 		}
 		w.metrics.deliveries.WithLabelValues("none", "no_callback", j.ev.Environment.String()).Inc()
 		j.log.Info("no callback target", zap.String("outcome", "no_callback"))
@@ -499,8 +501,9 @@ func (w *Worker) claim(j *job) (decision, bool) {
 	begun, err := w.status.Begin(j.ctx, j.delivery, j.target.Raw, w.schedule.MaxAttempts(), j.at)
 	if err != nil {
 		j.log.Warn("claiming an attempt failed; will retry", zap.Error(err))
-		return later(backoff(int(j.meta.NumDelivered))), false
+		return later(w.infra.failed()), false
 	}
+	w.infra.ok()
 	j.begun = begun
 	switch begun.Verdict {
 	case status.Superseded, status.Finished:
@@ -693,6 +696,25 @@ func parseMessage(msg jetstream.Msg, maxSize int) (event.Event, string, error) {
 }
 
 // backoff is the wait after the n-th consecutive infrastructure failure: 0.5s doubling to 30s.
+// infraFailures counts this worker's consecutive failures to reach Redis (profile lookups, attempt
+// claims, status writes before an attempt), so that a message put back because of one waits
+// longer the longer the outage has lasted. A message's own delivery count would not do: it
+// also counts every scheduled retry and deferral, so one slow call on a late attempt would park
+// that message for the longest wait.
+type infraFailures struct{ n atomic.Int32 }
+
+// failed counts a failure and returns how long to put the message back for.
+func (f *infraFailures) failed() time.Duration {
+	n := f.n.Add(1)
+	if n > 16 {
+		f.n.Store(16) // the wait is capped long before; keep the counter from growing forever
+	}
+	return backoff(int(n))
+}
+
+// ok ends a run of failures.
+func (f *infraFailures) ok() { f.n.Store(0) }
+
 func backoff(n int) time.Duration {
 	d := 500 * time.Millisecond
 	for i := 1; i < n && d < 30*time.Second; i++ {
