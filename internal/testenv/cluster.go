@@ -143,6 +143,20 @@ func StreamLeader(ctx context.Context, js jetstream.JetStream, stream string) (s
 	return info.Cluster.Leader, nil
 }
 
+// NewStreamLeader waits up to a minute for the stream to elect a leader other than old and returns
+// its name. Each question is short, so that one sent into the election does not hide its end.
+func NewStreamLeader(t testing.TB, ctx context.Context, js jetstream.JetStream, stream, old string) string {
+	t.Helper()
+	var leader string
+	Eventually(t, 60*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		leader, _ = StreamLeader(ctx, js, stream)
+		return leader != "" && leader != old
+	}, "a new stream leader is elected")
+	return leader
+}
+
 // ConsumerLeader is the server name of the consumer's current leader ("" while none is elected).
 func ConsumerLeader(ctx context.Context, js jetstream.JetStream, stream, consumer string) (string, error) {
 	c, err := js.Consumer(ctx, stream, consumer)

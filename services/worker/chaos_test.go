@@ -328,14 +328,7 @@ func clusterLeaderLoss(t *testing.T, n int, cl cluster) {
 		t.Fatalf("the first half was over before the leader went (%d delivered); the test proves nothing", atKill)
 	}
 
-	var newLeader string
-	testenv.Eventually(t, 60*time.Second, func() bool {
-		// Short requests, so that one sent into the election does not hide its end.
-		ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		defer cancel()
-		newLeader, _ = testenv.StreamLeader(ctx, js, cfg.Name)
-		return newLeader != "" && newLeader != leader
-	}, "a new stream leader is elected")
+	newLeader := testenv.NewStreamLeader(t, ctx, js, cfg.Name, leader)
 	elected := time.Since(killedAt)
 
 	second := publishTasks(t, pub, "b", n-n/2, s.URL)
