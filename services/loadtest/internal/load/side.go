@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,8 @@ type Side struct {
 	mu        sync.Mutex
 	seen      map[string]bool
 	latencies []time.Duration
+	arrivals  []sideArrival
+	start     time.Time
 	sent      int
 	errs      int
 
@@ -43,7 +46,25 @@ type SideStats struct {
 	Delivered int         `json:"delivered"`
 	Errors    int         `json:"publish_errors"`
 	Latency   Percentiles `json:"latency"`
+	// ByPublishTime is the latency of the callbacks published in each half second of the run:
+	// where in a burst the slow ones were published.
+	ByPublishTime []SideSlice `json:"by_publish_time,omitempty"`
 }
+
+// SideSlice is the second customer's callbacks published in one half second of the run.
+type SideSlice struct {
+	From float64 `json:"from_s"` // seconds after the second customer's first publish
+	N    int     `json:"n"`
+	P50  float64 `json:"p50_ms"`
+	Max  float64 `json:"max_ms"`
+}
+
+type sideArrival struct {
+	published time.Time
+	latency   time.Duration
+}
+
+const sideSlice = 500 * time.Millisecond
 
 // StartSide starts the second customer's endpoint and begins publishing rate callbacks a second
 // for customerID until Finish.
@@ -56,7 +77,7 @@ func StartSide(ctx context.Context, nc *nats.Conn, customerID, idPrefix string, 
 	if err != nil {
 		return nil, err
 	}
-	s := &Side{js: js, customer: customerID, idPrefix: idPrefix, rate: rate, seen: map[string]bool{},
+	s := &Side{js: js, customer: customerID, idPrefix: idPrefix, rate: rate, seen: map[string]bool{}, start: time.Now(),
 		url: "http://" + ln.Addr().String() + "/side", stop: make(chan struct{}), done: make(chan struct{})}
 	s.srv = &http.Server{Handler: http.HandlerFunc(s.receive), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = s.srv.Serve(ln) }()
@@ -104,7 +125,9 @@ func (s *Side) receive(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		if !s.seen[id] {
 			s.seen[id] = true
-			s.latencies = append(s.latencies, at.Sub(time.Unix(0, body.Task.PublishedAt)))
+			published := time.Unix(0, body.Task.PublishedAt)
+			s.latencies = append(s.latencies, at.Sub(published))
+			s.arrivals = append(s.arrivals, sideArrival{published: published, latency: at.Sub(published)})
 		}
 		s.mu.Unlock()
 	}
@@ -131,7 +154,30 @@ func (s *Side) Finish(drain time.Duration) SideStats {
 	defer s.mu.Unlock()
 	lat := slices.Clone(s.latencies)
 	slices.Sort(lat)
-	return SideStats{Rate: s.rate, Sent: s.sent, Delivered: len(s.seen), Errors: s.errs, Latency: percentilesOf(lat)}
+	return SideStats{Rate: s.rate, Sent: s.sent, Delivered: len(s.seen), Errors: s.errs, Latency: percentilesOf(lat),
+		ByPublishTime: slicesByPublishTime(s.start, s.arrivals)}
+}
+
+// slicesByPublishTime groups arrivals by the half second they were published in.
+func slicesByPublishTime(start time.Time, arrivals []sideArrival) []SideSlice {
+	groups := map[int][]time.Duration{}
+	last := -1
+	for _, a := range arrivals {
+		i := max(0, int(a.published.Sub(start)/sideSlice))
+		groups[i] = append(groups[i], a.latency)
+		last = max(last, i)
+	}
+	var out []SideSlice
+	for i := 0; i <= last; i++ {
+		lat := groups[i]
+		if len(lat) == 0 {
+			continue
+		}
+		slices.Sort(lat)
+		p := percentilesOf(lat)
+		out = append(out, SideSlice{From: (time.Duration(i) * sideSlice).Seconds(), N: p.N, P50: p.P50, Max: p.Max})
+	}
+	return out
 }
 
 // percentilesOf summarises sorted latencies.
@@ -148,5 +194,18 @@ func percentilesOf(sorted []time.Duration) Percentiles {
 func (st SideStats) String() string {
 	return fmt.Sprintf("second customer (own endpoint, %g/s during the load): sent %d, delivered %d, publish errors %d; "+
 		"publish to arrival p50 %.0fms p90 %.0fms p99 %.0fms max %.0fms",
-		st.Rate, st.Sent, st.Delivered, st.Errors, st.Latency.P50, st.Latency.P90, st.Latency.P99, st.Latency.Max)
+		st.Rate, st.Sent, st.Delivered, st.Errors, st.Latency.P50, st.Latency.P90, st.Latency.P99, st.Latency.Max) +
+		st.slicesString()
+}
+
+func (st SideStats) slicesString() string {
+	if len(st.ByPublishTime) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\n  by publish time (s: n p50/max ms):")
+	for _, sl := range st.ByPublishTime {
+		fmt.Fprintf(&b, " %.1f: %d %.0f/%.0f;", sl.From, sl.N, sl.P50, sl.Max)
+	}
+	return b.String()
 }
