@@ -7,10 +7,11 @@
 #   scripts/bench.sh micro      only the go test benchmarks
 #   scripts/bench.sh load       only the load runs
 #   scripts/bench.sh soak       a soak: SOAK_RATE/s (3000) for SOAK_DURATION (10m), memory by minute
-#   scripts/bench.sh scheduler  the worker's scheduler against the reference loop, interleaved, default
-#                               settings: 20,000 to one host, 40,000 to 16 hosts (SCHED_REPEAT times
-#                               each), a 40,000 burst to one host with a second customer at 100/s,
-#                               and a 100,000 backlog to one host (worker peak RSS)
+#   scripts/bench.sh scheduler  the worker's scheduler against the reference loop (net/http and
+#                               fasthttp), interleaved, default settings, SCHED_REPEAT (3) rounds of:
+#                               20,000 to one host, 40,000 to 16 hosts, a 40,000 burst to one host
+#                               with a second customer at 100/s; then a 100,000 backlog to one host
+#                               (worker peak RSS); prints the ratios per round and their medians
 #   scripts/bench.sh memory     what a task costs to keep: Redis used_memory growth over MEMORY_TASKS
 #                               (20000) delivered ~450-byte events, divided by their number, on a
 #                               redis-server of its own with the default configuration (always
@@ -161,33 +162,51 @@ scheduler() {
   go build -o "$OUT/bin/nats-server" github.com/nats-io/nats-server/v2
   base=(-gateway-bin "$OUT/bin/gateway" -nats-bin "$OUT/bin/nats-server" -redis-url "$REDIS_URL" -rate 0 -duration 0)
   fleet() { "$OUT/bin/loadtest" -worker-bin "$OUT/bin/worker" "${base[@]}" "$@"; }
-  loop() { "$OUT/bin/loadtest" -reference fasthttp -worker-bin "$OUT/bin/bareloop" "${base[@]}" "$@"; }
+  # The reference loop with net/http (the naive loop the targets are set against) and with
+  # fasthttp (the worker's own client: the stricter ceiling).
+  loop() { "$OUT/bin/loadtest" -reference "$1" -worker-bin "$OUT/bin/bareloop" "${base[@]}" "${@:2}"; }
   one=(-count 20000 -backlog 20000)
   sixteen=(-customers 16 -hosts 16 -count 40000 -backlog 20000)
-  for i in $(seq "${SCHED_REPEAT:-2}"); do
-    echo "== round $i: one host, 20,000 (loop, then fleet); 16 hosts, 40,000 (loop, then fleet)"
-    loop -label "loop-one-$i" "${one[@]}" -json "$OUT/loop-one-$i.json" >"$OUT/loop-one-$i.txt" 2>&1
-    fleet -label "fleet-one-$i" "${one[@]}" -json "$OUT/fleet-one-$i.json" >"$OUT/fleet-one-$i.txt" 2>&1
-    loop -label "loop-16-$i" "${sixteen[@]}" -json "$OUT/loop-16-$i.json" >"$OUT/loop-16-$i.txt" 2>&1
-    fleet -label "fleet-16-$i" "${sixteen[@]}" -json "$OUT/fleet-16-$i.json" >"$OUT/fleet-16-$i.txt" 2>&1
+  for i in $(seq "${SCHED_REPEAT:-3}"); do
+    echo "== round $i: one host, 20,000; 16 hosts, 40,000 (loop net/http, loop fasthttp, fleet); a 40,000 burst"
+    for load in one sixteen; do
+      if [ "$load" = one ]; then args=("${one[@]}"); else args=("${sixteen[@]}"); fi
+      loop net/http -label "loop-nethttp-$load-$i" "${args[@]}" -json "$OUT/loop-nethttp-$load-$i.json" >"$OUT/loop-nethttp-$load-$i.txt" 2>&1
+      loop fasthttp -label "loop-fasthttp-$load-$i" "${args[@]}" -json "$OUT/loop-fasthttp-$load-$i.json" >"$OUT/loop-fasthttp-$load-$i.txt" 2>&1
+      fleet -label "fleet-$load-$i" "${args[@]}" -json "$OUT/fleet-$load-$i.json" >"$OUT/fleet-$load-$i.txt" 2>&1
+    done
+    # A 40,000 burst to one host while a second customer publishes 100/s to an endpoint of its own.
+    fleet -label "burst-$i" -count 40000 -backlog 40000 -side-rate 100 -json "$OUT/burst-$i.json" >"$OUT/burst-$i.txt" 2>&1
   done
-  echo "== a 40,000 burst to one host, a second customer at 100/s on its own endpoint meanwhile"
-  fleet -label burst -count 40000 -backlog 40000 -side-rate 100 -json "$OUT/burst.json" >"$OUT/burst.txt" 2>&1
   echo "== a 100,000 backlog to one host (worker peak RSS)"
   fleet -label backlog100k -count 100000 -backlog 100000 -drain 3m -json "$OUT/backlog.json" >"$OUT/backlog.txt" 2>&1
   echo "== summary: callbacks/s from the first publish to the last delivery"
   python3 - "$OUT" <<'PY'
-import json, pathlib, sys
+import json, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
+runs = {}
 for f in sorted(out.glob("*.json")):
     r = json.loads(f.read_text())
     if "settings" not in r:
         continue
+    runs[f.stem] = r
     rss = max((p["peak_rss_bytes"] for p in r["processes"] if p["name"].startswith("worker-")), default=0)
     side = r.get("side")
     extra = f', second customer p99 {side["latency"]["p99_ms"]:.0f} ms (n {side["latency"]["n"]})' if side else ""
-    print(f'{f.stem:16} {r["overall_per_sec"]:8.0f}/s  delivered {r["delivered"]:6}  dup {r["duplicates"]} lost {r["lost"]}  '
+    print(f'{f.stem:24} {r["overall_per_sec"]:8.0f}/s  delivered {r["delivered"]:6}  dup {r["duplicates"]} lost {r["lost"]}  '
           f'worker peak RSS {rss/1e6:.0f} MB{extra}')
+rounds = sorted({k.rsplit("-", 1)[1] for k in runs if k.startswith("fleet-one-")})
+def ratios(num, den):
+    got = [runs[num % i]["overall_per_sec"] / runs[den % i]["overall_per_sec"] for i in rounds
+           if num % i in runs and den % i in runs]
+    return f'median {statistics.median(got):.2f} ({", ".join(f"{x:.2f}" for x in got)})' if got else "no runs"
+print("== ratios, same round (target: one host >= 0.8, 16 hosts >= 1.0, burst drain >= 0.8 of the loop's one-host rate)")
+for ref in ("nethttp", "fasthttp"):
+    print(f"against the {ref} loop: one host {ratios('fleet-one-%s', f'loop-{ref}-one-%s')}; "
+          f"16 hosts {ratios('fleet-sixteen-%s', f'loop-{ref}-sixteen-%s')}; "
+          f"burst drain {ratios('burst-%s', f'loop-{ref}-one-%s')}")
+p99 = [runs[f"burst-{i}"]["side"]["latency"]["p99_ms"] for i in rounds if f"burst-{i}" in runs]
+print(f"second customer's p99 during the burst (target < 1000 ms): {', '.join(f'{x:.0f}' for x in p99)} ms")
 PY
 }
 
