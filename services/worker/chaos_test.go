@@ -157,13 +157,18 @@ func workerCrash(t *testing.T, n int) {
 	f.start()
 	pub := newPublisher(t, js, stream.DefaultConfig())
 
-	// Half the load first, the kill once a quarter is delivered, then the other half: the load
-	// is surely not over when the worker dies.
+	// Half the load first, the kill once a quarter is delivered, then the other half. The
+	// receiver holds callbacks from a quarter on until the worker is dead, so the load is surely
+	// not over when it dies, however fast the fleet drains it, and it dies with deliveries in
+	// flight.
+	release := s.holdAfter(n / 4)
+	t.Cleanup(release)
 	ids := publishTasks(t, pub, "a", n/2, s.URL)
 	testenv.Eventually(t, loadTimeout(n), func() bool { return s.delivered() >= n/4 }, "a quarter delivered")
 	atKill := s.delivered()
 	killedAt := time.Now()
 	w1.Kill()
+	release()
 	if atKill >= n/2 {
 		t.Fatalf("the first half was over before the kill (%d delivered); the test proves nothing", atKill)
 	}
