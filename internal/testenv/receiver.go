@@ -86,3 +86,36 @@ func Failing(n, status int) func(int, http.ResponseWriter, *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	}
 }
+
+// Gate holds a receiver's answers past the first few until Open: a fault injected meanwhile
+// (a signal, a kill, an outage) lands with deliveries in flight and more to come, however fast
+// the workers drain the load, instead of the load racing the injection.
+type Gate struct {
+	after int
+	open  chan struct{}
+	once  sync.Once
+}
+
+// NewGate holds answers to requests after the first `after`; it opens at cleanup at the latest.
+func NewGate(t testing.TB, after int) *Gate {
+	g := &Gate{after: after, open: make(chan struct{})}
+	t.Cleanup(g.Open)
+	return g
+}
+
+// Wait blocks the n-th request (1-based, as Respond numbers them) while the gate holds it; false
+// if the client gave up meanwhile.
+func (g *Gate) Wait(n int, r *http.Request) bool {
+	if n <= g.after {
+		return true
+	}
+	select {
+	case <-g.open:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+// Open lets every held request through, and the ones after them.
+func (g *Gate) Open() { g.once.Do(func() { close(g.open) }) }

@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"net/http"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,19 +18,11 @@ func TestWorkerProcess_SIGTERM_mid_load_loses_nothing(t *testing.T) {
 	const n = 1000
 	// Past the first quarter, answers wait until the signal is sent: the load is surely not over
 	// when it comes, however fast the workers go, and both workers have deliveries in flight.
-	signalled := make(chan struct{})
-	var signalOnce sync.Once
-	signal := func() { signalOnce.Do(func() { close(signalled) }) }
-	t.Cleanup(signal)
+	gate := testenv.NewGate(t, n/4)
 	rc := testenv.NewReceiver(t, func(i int, w http.ResponseWriter, r *http.Request) {
-		if i > n/4 {
-			select {
-			case <-signalled:
-			case <-r.Context().Done():
-				return
-			}
+		if gate.Wait(i, r) {
+			time.Sleep(10 * time.Millisecond) // a receiver with some latency keeps deliveries in flight
 		}
-		time.Sleep(10 * time.Millisecond) // a receiver with some latency keeps deliveries in flight
 	})
 	f := newFleet(t, ns.URL(), nil)
 	w1 := f.start()
@@ -42,7 +33,7 @@ func TestWorkerProcess_SIGTERM_mid_load_loses_nothing(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, func() bool { return rc.Count() > n/4 }, "a quarter delivered")
 	atSignal := rc.Count()
 	w1.Signal(syscall.SIGTERM)
-	signal()
+	gate.Open()
 	if err, ok := w1.Wait(45 * time.Second); !ok || err != nil {
 		t.Fatalf("worker did not exit cleanly on SIGTERM: exited=%v err=%v", ok, err)
 	}

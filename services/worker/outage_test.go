@@ -3,7 +3,6 @@ package main_test
 import (
 	"net/http"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,19 +24,11 @@ func TestWorkerProcess_Redis_outage_loses_no_status(t *testing.T) {
 	const n = 600
 	// Past the first sixth, answers wait until Redis is cut off: the load is surely not over
 	// before the outage, however fast the worker goes, and deliveries are in flight through it.
-	cut := make(chan struct{})
-	var cutOnce sync.Once
-	cutDone := func() { cutOnce.Do(func() { close(cut) }) }
-	t.Cleanup(cutDone)
+	gate := testenv.NewGate(t, n/6)
 	rc := testenv.NewReceiver(t, func(i int, w http.ResponseWriter, r *http.Request) {
-		if i > n/6 {
-			select {
-			case <-cut:
-			case <-r.Context().Done():
-				return
-			}
+		if gate.Wait(i, r) {
+			time.Sleep(5 * time.Millisecond)
 		}
-		time.Sleep(5 * time.Millisecond)
 	})
 	// The workers reach Redis through the proxy; the test reads statuses directly.
 	f := newFleet(t, ns.URL(), map[string]string{
@@ -52,7 +43,7 @@ func TestWorkerProcess_Redis_outage_loses_no_status(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, func() bool { return rc.Count() > n/6 }, "some delivered before the outage")
 	atCut := rc.Count()
 	proxy.Cut()
-	cutDone()
+	gate.Open()
 	cutAt := time.Now()
 	testenv.Eventually(t, 10*time.Second, func() bool { return !w.ready() }, "/readyz reports not ready while Redis is away")
 	// The outage itself: Redis stays unreachable for three seconds.
