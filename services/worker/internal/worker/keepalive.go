@@ -33,10 +33,10 @@ func newKeepalive(ackWait time.Duration, log *zap.Logger, m *Metrics) *keepalive
 	return &keepalive{beat: ackWait / 5, log: log, metrics: m, held: make(map[jetstream.Msg]time.Time)}
 }
 
-// hold starts keeping msg alive; it was delivered just now.
-func (k *keepalive) hold(msg jetstream.Msg) {
+// hold starts keeping msg alive; the server delivered it no earlier than since.
+func (k *keepalive) hold(msg jetstream.Msg, since time.Time) {
 	k.mu.Lock()
-	k.held[msg] = time.Now()
+	k.held[msg] = since
 	k.mu.Unlock()
 }
 

@@ -218,6 +218,7 @@ func (w *Worker) pull(ctx context.Context, intake chan<- *job) {
 		// max_bytes bound on a pull: measured, it slowed a retrying backlog to less than half.)
 		pullCtx, cancelPull := context.WithTimeout(ctx, pullWait)
 		n := min(room, maxPull, max(1, roomBytes/max(int(w.msgSize.Load()), 1)))
+		pulledAt := time.Now()
 		batch, err := w.consumer.Fetch(n, jetstream.FetchContext(pullCtx))
 		if err != nil {
 			cancelPull()
@@ -232,7 +233,7 @@ func (w *Worker) pull(ctx context.Context, intake chan<- *job) {
 		got := 0
 		for msg := range batch.Messages() {
 			got++
-			w.receive(ctx, msg, intake)
+			w.receive(ctx, msg, pulledAt, intake)
 		}
 		cancelPull()
 		w.metrics.pullSize.Observe(float64(got))
@@ -243,15 +244,18 @@ func (w *Worker) pull(ctx context.Context, intake chan<- *job) {
 	}
 }
 
-// receive takes one message into the window and passes it to the intake stages.
-func (w *Worker) receive(ctx context.Context, msg jetstream.Msg, intake chan<- *job) {
+// receive takes one message into the window and passes it to the intake stages. pulledAt is
+// when the pull that brought it was sent: the server started the message's AckWait later than
+// that, so keeping it alive from then on is never late, however long the message waited behind
+// the rest of a large pull.
+func (w *Worker) receive(ctx context.Context, msg jetstream.Msg, pulledAt time.Time, intake chan<- *job) {
 	if w.skim(ctx, msg) {
 		return
 	}
 	j := &job{msg: msg, size: len(msg.Data()), ctx: context.WithoutCancel(ctx), log: w.log}
 	avg := w.msgSize.Load()
 	w.msgSize.Store(avg + (int64(j.size)-avg)/8) // only the pulling goroutine writes it
-	w.alive.hold(msg)
+	w.alive.hold(msg, pulledAt)
 	switch {
 	case ctx.Err() != nil:
 		w.settle(j, later(0)) // shutting down: straight back for another worker
