@@ -110,7 +110,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		pullSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "refonte_worker_pull_messages",
 			Help:    "Messages each pull request brought (each pull costs a subscription and a request on the server).",
-			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+			Buckets: prometheus.ExponentialBuckets(1, 2, 13), // 1 to 4,096, the most a pull asks for
 		}),
 	}
 	reg.MustRegister(m.attempts, m.deliveries, m.attemptDuration, m.firstAttempt, m.toSuccess,
