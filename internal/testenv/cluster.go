@@ -3,7 +3,6 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,16 +31,8 @@ func StartCluster(t testing.TB, size int) *Cluster {
 	if size < 1 {
 		t.Fatalf("cluster size %d", size)
 	}
-	// Route ports must be known before any node starts; pick free ones.
-	ports := make([]int, size)
-	for i := range ports {
-		l, err := listen()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-	}
+	// Route ports must be known before any node starts; pick free ones, all different.
+	ports := freePorts(t, size)
 	c := &Cluster{t: t}
 	for i := range size {
 		var routes []string
@@ -217,20 +208,15 @@ func natsServer(t testing.TB) string {
 func StartProcessCluster(t testing.TB, size int) *ProcessCluster {
 	t.Helper()
 	bin := natsServer(t)
-	free := func() int {
-		l, err := listen()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
-	}
+	// All different, and out of the range outgoing connections take their ports from: drawn one
+	// at a time in that range, a client port and a route port once came out the same and the
+	// node could not start.
+	ports := freePorts(t, 2*size)
 	c := &ProcessCluster{t: t, procs: map[string]*exec.Cmd{}, done: map[string]chan struct{}{}}
-	routePorts := make([]int, size)
+	routePorts := ports[size:]
 	for i := range size {
 		c.names = append(c.names, fmt.Sprintf("p%d", i+1))
-		c.ports = append(c.ports, free())
-		routePorts[i] = free()
+		c.ports = append(c.ports, ports[i])
 	}
 	for i, name := range c.names {
 		c.startNode(bin, i, name, routePorts)

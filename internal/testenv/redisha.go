@@ -85,10 +85,11 @@ type RedisNode struct {
 	done    chan struct{}
 }
 
-// freePorts returns n loopback ports that were free a moment ago, all different. They are
-// drawn below the kernel's ephemeral range (32768 and up by default), from which outgoing
-// connections take their local ports: a port picked there can be taken by some connection
-// before redis-server binds it, and the node then fails to start.
+// freePorts returns n loopback ports that were free a moment ago, all different, for Redis and
+// NATS nodes that must know each other's ports before they start. They are drawn below the
+// kernel's ephemeral range (32768 and up by default), from which outgoing connections take
+// their local ports: a port picked there can be taken by some connection before the node binds
+// it, and the node then fails to start.
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	const low, high = 20000, 32000
