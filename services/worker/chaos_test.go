@@ -519,29 +519,28 @@ type sink struct {
 	hits map[string][]hit
 	ok   int // webhook-ids answered 2xx at least once
 
-	holdAt int           // once ok reaches it, requests wait for gate (0: never)
-	gate   chan struct{} // closed by release
+	t    testing.TB
+	gate *testenv.Gate // holds requests once ok passes its count (nil: never)
 }
 
-// holdAt makes requests wait once n callbacks were answered 2xx, until the returned release is
+// holdAfter makes requests wait once n callbacks were answered 2xx, until the returned release is
 // called: a fault injected meanwhile then lands with deliveries still to come, however fast the
 // workers are, instead of the load racing the injection.
 func (s *sink) holdAfter(n int) (release func()) {
+	g := testenv.NewGate(s.t, n)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.holdAt, s.gate = n, make(chan struct{})
-	var once sync.Once
-	return func() { once.Do(func() { close(s.gate) }) }
+	s.gate = g
+	s.mu.Unlock()
+	return g.Open
 }
 
-// waitIfHeld blocks while the sink holds requests.
-func (s *sink) waitIfHeld() {
+// waitIfHeld blocks r while the sink holds requests.
+func (s *sink) waitIfHeld(r *http.Request) {
 	s.mu.Lock()
-	gate := s.gate
-	held := gate != nil && s.ok >= s.holdAt
+	gate, answered := s.gate, s.ok
 	s.mu.Unlock()
-	if held {
-		<-gate
+	if gate != nil {
+		gate.Wait(answered+1, r)
 	}
 }
 
@@ -551,10 +550,10 @@ type hit struct {
 }
 
 func newSink(t *testing.T, latency time.Duration, failFirst func(path string) bool) *sink {
-	s := &sink{hits: map[string][]hit{}}
+	s := &sink{hits: map[string][]hit{}, t: t}
 	s.Receiver = testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
 		time.Sleep(latency) // a receiver with some latency keeps deliveries in flight
-		s.waitIfHeld()
+		s.waitIfHeld(r)
 		id := r.Header.Get("webhook-id")
 		s.mu.Lock()
 		code := http.StatusOK
