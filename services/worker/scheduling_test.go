@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -80,17 +79,11 @@ func TestWorkerProcess_burst_to_one_endpoint_does_not_hold_back_another_customer
 	// The burst's endpoint answers in 20ms once everything is published; with 16 slots the burst
 	// takes seconds to drain. Holding it until then keeps the order the test asserts independent
 	// of how fast this process publishes (slow under the race detector on a loaded machine).
-	published := make(chan struct{})
-	var publishedOnce sync.Once
-	allPublished := func() { publishedOnce.Do(func() { close(published) }) }
-	t.Cleanup(allPublished)
-	burst := testenv.NewReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-published:
-		case <-r.Context().Done():
-			return
+	published := testenv.NewGate(t, 0)
+	burst := testenv.NewReceiver(t, func(i int, w http.ResponseWriter, r *http.Request) {
+		if published.Wait(i, r) {
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
 	})
 	other := testenv.NewReceiver(t, nil)
 	addr := testenv.FreeAddr(t)
@@ -104,7 +97,7 @@ func TestWorkerProcess_burst_to_one_endpoint_does_not_hold_back_another_customer
 	const burstN, otherN = 3000, 20
 	publishAsync(t, pub, "busy", "b", burstN, burst.URL)
 	otherIDs := publishAsync(t, pub, "other", "o", otherN, other.URL)
-	allPublished()
+	published.Open()
 
 	// While the burst drains, the operators' view shows its host busy with its queue full.
 	var view hostsView
